@@ -1,0 +1,174 @@
+//! HTTP API v1 of Цифровой РОП (PRODUCT.md §3): the CRM-facing endpoints,
+//! health and metrics, and the OpenAPI document generated from this code.
+
+mod auth;
+mod calls;
+mod error;
+mod ops;
+mod settings;
+mod tables;
+mod upload;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{middleware, Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use rop_blob::BlobStore;
+use rop_domain::Store;
+use rop_fetch::UrlGuard;
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+pub use auth::RateLimit;
+pub use error::ApiError;
+pub use ops::prometheus;
+
+/// Limits on what the CRM may send (seed 002, all configurable).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_upload_bytes: u64,
+    pub max_duration_secs: u32,
+    /// How long the upload-time probe of an audio link may take.
+    pub probe_timeout: Duration,
+}
+
+/// Everything the handlers share.
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub blobs: Arc<dyn BlobStore>,
+    /// Guarded client for every outgoing request.
+    pub http: rop_fetch::HttpClient,
+    pub guard: UrlGuard,
+    pub limits: Limits,
+    pub rate_limit: RateLimit,
+    /// Where uploaded files are written while they stream in.
+    pub staging_dir: PathBuf,
+    pub metrics: PrometheusHandle,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Цифровой РОП — REST API v1",
+        description = "Загрузка звонков из CRM, синхронизация офисов и менеджеров, результаты анализа. Ключ передаётся параметром apiKey, заголовком X-Api-Key или Authorization: Bearer."
+    ),
+    paths(
+        upload::audio_upload,
+        calls::list_calls,
+        calls::get_call,
+        calls::delete_call,
+        settings::offices_update,
+        settings::managers_update,
+        settings::get_connection,
+        settings::put_connection,
+        tables::call_ready,
+        openapi_json,
+        ops::healthz,
+        ops::readyz,
+        ops::metrics_text,
+    ),
+    modifiers(&SecuritySchemes)
+)]
+struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::new("apiKey"))),
+        );
+        components.add_security_scheme(
+            "api_key_header",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-Api-Key"))),
+        );
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI 3 document of this API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "ops", responses((status = 200, description = "This document")))]
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(openapi())
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("not_found", "Нет такого адреса")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "Этот метод не поддерживается по этому адресу",
+    )
+}
+
+pub fn router(state: AppState) -> Router {
+    let state = Arc::new(state);
+    // Room for the largest allowed file plus the other multipart fields.
+    let upload_limit = usize::try_from(state.limits.max_upload_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_add(1024 * 1024);
+    let protected = Router::new()
+        .route(
+            "/calls/audio-upload",
+            post(upload::audio_upload).layer(DefaultBodyLimit::max(upload_limit)),
+        )
+        .route("/calls", get(calls::list_calls))
+        .route(
+            "/calls/{call_id}",
+            get(calls::get_call).delete(calls::delete_call),
+        )
+        .route("/settings/offices-update", post(settings::offices_update))
+        .route("/settings/managers-update", post(settings::managers_update))
+        .route(
+            "/settings/connection",
+            get(settings::get_connection).put(settings::put_connection),
+        )
+        .route("/tables/call-ready", get(tables::call_ready))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_api_key,
+        ));
+    let api = Router::new()
+        .route("/openapi.json", get(openapi_json))
+        .merge(protected);
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics_text))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(2 * 1024 * 1024))
+        .layer(middleware::from_fn(ops::record_metrics))
+        .layer(
+            // The span names the route template and method only: the raw URI
+            // may carry the API key in `apiKey`.
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                let route = request
+                    .extensions()
+                    .get::<axum::extract::MatchedPath>()
+                    .map(|p| p.as_str().to_owned())
+                    .unwrap_or_else(|| request.uri().path().to_owned());
+                tracing::info_span!("http", method = %request.method(), route = %route)
+            }),
+        )
+        .with_state(state)
+}

@@ -1,0 +1,26 @@
+//! Domain types of Цифровой РОП and the storage trait that every database
+//! backend implements.
+//!
+//! Values that arrive from the outside (CRM ids, URLs, durations) are parsed
+//! into newtypes here once, so the rest of the system never re-checks them.
+
+pub mod call;
+pub mod id;
+pub mod keys;
+pub mod people;
+pub mod settings;
+pub mod store;
+pub mod tables;
+pub mod users;
+
+pub use call::{
+    AudioSource, Call, CallDetails, CallEvent, CallFilter, CallPage, CallStatus, DeletedCall,
+    Direction, EventLevel, NewCall, NewCallEvent,
+};
+pub use id::{CallId, InvalidId, ManagerId, OfficeId, TableId, MAX_ID_CHARS};
+pub use keys::{ApiKey, ApiSecret};
+pub use people::{Manager, ManagerUpdate, Office, OfficeUpdate, UpsertCounts};
+pub use settings::ConnectionSettings;
+pub use store::{Store, StoreError};
+pub use tables::{AnalysisTable, TableReadiness};
+pub use users::{NewUser, Role, User};

@@ -1,0 +1,35 @@
+//! Installation-wide settings an administrator edits (the Connection page).
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectionSettings {
+    /// Calls declared shorter than this many seconds are stored as skipped.
+    pub min_call_duration_secs: u32,
+    /// Which channel of a stereo recording is the manager (0 = left, 1 = right).
+    pub manager_channel: u8,
+}
+
+impl Default for ConnectionSettings {
+    fn default() -> Self {
+        Self {
+            min_call_duration_secs: 0,
+            manager_channel: 0,
+        }
+    }
+}
+
+impl ConnectionSettings {
+    /// Checks an edited value; names the offending field.
+    pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
+        if self.manager_channel > 1 {
+            return Err(("manager_channel", "must be 0 (left) or 1 (right)"));
+        }
+        if self.min_call_duration_secs > 24 * 3600 {
+            return Err(("min_call_duration_secs", "must be at most 86400 seconds"));
+        }
+        Ok(())
+    }
+}

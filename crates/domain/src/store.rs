@@ -1,0 +1,105 @@
+//! The storage trait. SQLite and PostgreSQL implement it in their own crates;
+//! the same test suite runs against both.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::call::{CallDetails, CallFilter, CallPage, DeletedCall, NewCall, NewCallEvent};
+use crate::id::{CallId, OfficeId, TableId};
+use crate::keys::{ApiKey, ApiSecret};
+use crate::people::{Manager, ManagerUpdate, Office, OfficeUpdate, UpsertCounts};
+use crate::settings::ConnectionSettings;
+use crate::tables::{AnalysisTable, TableReadiness};
+use crate::users::{NewUser, User};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique key already exists (a repeated call_id, a taken username).
+    #[error("already exists")]
+    Duplicate,
+    #[error("not found")]
+    NotFound,
+    /// Stored data that no longer parses: a bug or a hand-edited database.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `sqlite` or `postgres`, for logs and `/readyz`.
+    fn backend(&self) -> &'static str;
+
+    /// Applies this backend's migrations; safe to run from several processes.
+    async fn migrate(&self) -> StoreResult<()>;
+    async fn ping(&self) -> StoreResult<()>;
+
+    // --- API keys -------------------------------------------------------
+
+    /// Stores `candidate` as the installation's key unless a key was ever
+    /// created; returns whether it was stored. Safe under concurrent starts.
+    async fn ensure_api_key(&self, candidate: &ApiSecret, now: DateTime<Utc>) -> StoreResult<bool>;
+    /// Keys that authenticate now: the current one and any still in grace.
+    async fn valid_api_keys(&self, now: DateTime<Utc>) -> StoreResult<Vec<ApiKey>>;
+    /// Makes `new_secret` the current key; the previous keys keep working
+    /// until `old_valid_until` (use `now` for no grace).
+    async fn rotate_api_key(
+        &self,
+        new_secret: &ApiSecret,
+        old_valid_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+
+    // --- settings -------------------------------------------------------
+
+    async fn connection_settings(&self) -> StoreResult<ConnectionSettings>;
+    async fn save_connection_settings(&self, settings: &ConnectionSettings) -> StoreResult<()>;
+
+    // --- calls ----------------------------------------------------------
+
+    async fn call_exists(&self, call_id: &CallId) -> StoreResult<bool>;
+    /// Stores a call, its manager (as a placeholder if new) and its first
+    /// history lines in one transaction. `Duplicate` when the call_id exists.
+    async fn insert_call(&self, call: &NewCall) -> StoreResult<()>;
+    async fn call(&self, call_id: &CallId) -> StoreResult<Option<CallDetails>>;
+    async fn list_calls(&self, filter: &CallFilter) -> StoreResult<CallPage>;
+    /// Deletes a call and everything derived from it.
+    async fn delete_call(&self, call_id: &CallId) -> StoreResult<Option<DeletedCall>>;
+    async fn add_call_event(&self, call_id: &CallId, event: &NewCallEvent) -> StoreResult<()>;
+
+    // --- people and offices --------------------------------------------
+
+    async fn upsert_managers(
+        &self,
+        managers: &[ManagerUpdate],
+        now: DateTime<Utc>,
+    ) -> StoreResult<UpsertCounts>;
+    async fn upsert_offices(
+        &self,
+        offices: &[OfficeUpdate],
+        now: DateTime<Utc>,
+    ) -> StoreResult<UpsertCounts>;
+    async fn managers(&self) -> StoreResult<Vec<Manager>>;
+    async fn office(&self, office_id: &OfficeId) -> StoreResult<Option<Office>>;
+
+    // --- analysis tables -----------------------------------------------
+
+    async fn save_table(&self, table: &AnalysisTable, now: DateTime<Utc>) -> StoreResult<()>;
+    async fn save_table_result(
+        &self,
+        table_id: &TableId,
+        call_id: &CallId,
+        data: &Value,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    async fn table_readiness(&self, table_id: &str, call_id: &str) -> StoreResult<TableReadiness>;
+
+    // --- web users -----------------------------------------------------
+
+    async fn create_user(&self, user: &NewUser) -> StoreResult<User>;
+    async fn user_count(&self) -> StoreResult<u64>;
+}

@@ -1,0 +1,86 @@
+use std::error::Error as StdError;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::redirect;
+
+use crate::guard::{Forbidden, ResolveError, UrlGuard};
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub guard: UrlGuard,
+    pub connect_timeout: Duration,
+    /// Longest pause between two reads of a response body.
+    pub read_timeout: Duration,
+    pub max_redirects: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            guard: UrlGuard::default(),
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(30),
+            max_redirects: 5,
+        }
+    }
+}
+
+/// Resolves names through the guard, so the address that is checked is the
+/// address that is connected to (no DNS rebinding between check and use).
+struct GuardedResolver(UrlGuard);
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let guard = self.0;
+        Box::pin(async move {
+            let addrs = guard.resolve(name.as_str(), 0).await.map_err(
+                |e| -> Box<dyn StdError + Send + Sync> {
+                    match e {
+                        ResolveError::Forbidden(forbidden) => Box::new(forbidden),
+                        other => Box::new(other),
+                    }
+                },
+            )?;
+            Ok(Box::new(addrs.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// An HTTP client whose every connection and redirect obeys the guard.
+pub fn guarded_client(config: &ClientConfig) -> reqwest::Client {
+    let guard = config.guard;
+    let max_redirects = config.max_redirects;
+    let policy = redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() >= max_redirects {
+            attempt.error(format!("more than {max_redirects} redirects"))
+        } else if let Err(forbidden) = guard.check_url(attempt.url()) {
+            attempt.error(forbidden)
+        } else {
+            attempt.follow()
+        }
+    });
+    reqwest::Client::builder()
+        // A proxy would resolve names itself, bypassing the guard.
+        .no_proxy()
+        .dns_resolver(Arc::new(GuardedResolver(guard)))
+        .redirect(policy)
+        .connect_timeout(config.connect_timeout)
+        .read_timeout(config.read_timeout)
+        .user_agent(concat!("rop/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("a client with these fixed settings always builds")
+}
+
+/// The guard's refusal inside a request error, if that is what failed it.
+pub fn forbidden_cause(error: &reqwest::Error) -> Option<&Forbidden> {
+    let mut source: Option<&(dyn StdError + 'static)> = error.source();
+    while let Some(cause) = source {
+        if let Some(forbidden) = cause.downcast_ref::<Forbidden>() {
+            return Some(forbidden);
+        }
+        source = cause.source();
+    }
+    None
+}

@@ -1,0 +1,20 @@
+//! Every outgoing HTTP request of Цифровой РОП goes through here.
+//!
+//! The [`UrlGuard`] refuses links to loopback, link-local (cloud metadata),
+//! unspecified, multicast and reserved addresses, and — unless the
+//! administrator allows them — private networks. It checks the literal host,
+//! every resolved address (through the client's DNS resolver, so the checked
+//! address is the one connected to) and every redirect.
+
+mod client;
+mod guard;
+mod probe;
+mod sniff;
+
+pub use client::{forbidden_cause, guarded_client, ClientConfig};
+pub use guard::{AddressClass, Forbidden, UrlGuard};
+pub use probe::{probe, ProbeLimits, ProbeOutcome};
+pub use sniff::{sniff, AudioFormat, Sniffed};
+
+/// The HTTP client type the guard is built into.
+pub use reqwest::Client as HttpClient;

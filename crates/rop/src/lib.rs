@@ -1,0 +1,9 @@
+//! Цифровой РОП: configuration and the wiring of storage, blob store,
+//! outgoing HTTP and the API into one server. `main.rs` is the CLI on top.
+
+pub mod app;
+pub mod config;
+pub mod keys;
+
+pub use app::{open_store, Server};
+pub use config::Config;

@@ -1,0 +1,218 @@
+//! `rop` — the command line of Цифровой РОП.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use rop::app::{ensure_api_key, shutdown_signal};
+use rop::config::{redact_url, Config, Overrides};
+use rop::keys::{generate_api_key, hash_password, random_alphanumeric};
+use rop::{open_store, Server};
+use rop_domain::{NewUser, Role, StoreError};
+use tokio::net::TcpListener;
+
+/// Цифровой РОП: анализ звонков отдела продаж на вашем сервере.
+#[derive(Parser)]
+#[command(name = "rop", version, about, long_about = None)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct GlobalArgs {
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "ROP_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, global = true, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
+    /// Data directory: SQLite database, audio files [default: ./data].
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Database URL, sqlite://FILE or postgres://… [default: SQLite in the data directory].
+    #[arg(long, global = true, value_name = "URL")]
+    database_url: Option<String>,
+    /// Models directory [default: ./models].
+    #[arg(long, global = true, value_name = "DIR")]
+    models_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP API (and, in later versions, the web UI and workers) in one process.
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Show or rotate the API key the CRM uses.
+    #[command(subcommand)]
+    ApiKey(ApiKeyCommand),
+    /// Manage web interface administrators.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Subcommand)]
+enum ApiKeyCommand {
+    /// Print the current API key alone on one line (creating it on a new installation).
+    Show,
+    /// Replace the API key and print the new one; the old key stops working
+    /// after the grace period.
+    Rotate {
+        /// How long the old key keeps working, e.g. `0s`, `15m`, `24h`.
+        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+        grace: Duration,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create an administrator. Without --password-stdin a one-time password
+    /// is generated and printed.
+    Create {
+        /// Login name.
+        #[arg(long)]
+        username: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let overrides = Overrides {
+        listen: cli.global.listen,
+        data_dir: cli.global.data_dir.clone(),
+        database_url: cli.global.database_url.clone(),
+        models_dir: cli.global.models_dir.clone(),
+    };
+    let config = match Config::load(cli.global.config.as_deref(), &overrides) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("rop: configuration error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config.log);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("rop: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("rop: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(default_filter))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => serve(config).await,
+        Command::Migrate => {
+            open_store(&config.database_url()).await?;
+            println!("Миграции применены: {}", redact_url(&config.database_url()));
+            Ok(())
+        }
+        Command::ApiKey(ApiKeyCommand::Show) => {
+            let store = open_store(&config.database_url()).await?;
+            ensure_api_key(store.as_ref()).await?;
+            let keys = store.valid_api_keys(chrono::Utc::now()).await?;
+            let current = keys
+                .iter()
+                .find(|key| key.is_current())
+                .context("no current API key; run `rop api-key rotate`")?;
+            println!("{}", current.secret.expose());
+            Ok(())
+        }
+        Command::ApiKey(ApiKeyCommand::Rotate { grace }) => {
+            let store = open_store(&config.database_url()).await?;
+            let now = chrono::Utc::now();
+            let grace = chrono::Duration::from_std(grace).context("grace period too long")?;
+            let key = generate_api_key();
+            store.rotate_api_key(&key, now + grace, now).await?;
+            eprintln!("Новый ключ действует; старый перестанет работать через {grace}");
+            println!("{}", key.expose());
+            Ok(())
+        }
+        Command::Admin(AdminCommand::Create {
+            username,
+            password_stdin,
+        }) => create_admin(config, username, password_stdin).await,
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    tracing::info!(?config, "starting");
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let server = Server::build(&config, listener).await?;
+    tracing::info!(address = %server.local_addr()?, "listening");
+    server.run(shutdown_signal()).await
+}
+
+async fn create_admin(
+    config: Config,
+    username: String,
+    password_stdin: bool,
+) -> anyhow::Result<()> {
+    let username = username.trim().to_owned();
+    if username.is_empty()
+        || username.chars().count() > 64
+        || username.chars().any(char::is_control)
+    {
+        bail!("username must be 1 to 64 printable characters");
+    }
+    let (password, generated) = if password_stdin {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        let password = line.trim_end_matches(['\r', '\n']).to_owned();
+        if password.chars().count() < 8 {
+            bail!("the password must be at least 8 characters");
+        }
+        (password, false)
+    } else {
+        (random_alphanumeric(16), true)
+    };
+    let password_hash = hash_password(&password).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let store = open_store(&config.database_url()).await?;
+    let user = NewUser {
+        username: username.clone(),
+        password_hash,
+        role: Role::Admin,
+        manager_id: None,
+        created_at: chrono::Utc::now(),
+    };
+    match store.create_user(&user).await {
+        Ok(_) => {}
+        Err(StoreError::Duplicate) => bail!("user `{username}` already exists"),
+        Err(error) => return Err(error.into()),
+    }
+    if generated {
+        println!("Администратор {username} создан. Одноразовый пароль: {password}");
+    } else {
+        println!("Администратор {username} создан.");
+    }
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! Row ↔ domain conversions.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use rop_domain::store::StoreResult;
+use rop_domain::{
+    Call, CallEvent, CallStatus, Direction, EventLevel, Manager, ManagerId, Office, StoreError,
+};
+use sqlx::postgres::PgRow;
+use sqlx::types::Json;
+use sqlx::Row;
+
+pub(crate) fn backend(error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Backend(Box::new(error))
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+fn get<'r, T>(row: &'r PgRow, column: &str) -> StoreResult<T>
+where
+    T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    row.try_get(column).map_err(backend)
+}
+
+fn parse<T: FromStr>(raw: &str) -> StoreResult<T>
+where
+    T::Err: std::fmt::Display,
+{
+    raw.parse().map_err(corrupt)
+}
+
+fn parse_id<T: TryFrom<String>>(raw: String) -> StoreResult<T>
+where
+    T::Error: std::fmt::Display,
+{
+    T::try_from(raw).map_err(corrupt)
+}
+
+pub(crate) fn call_from_row(row: &PgRow) -> StoreResult<Call> {
+    let Json(metadata): Json<BTreeMap<String, String>> = get(row, "metadata")?;
+    Ok(Call {
+        seq: get(row, "seq")?,
+        call_id: parse_id(get(row, "call_id")?)?,
+        manager_id: parse_id(get(row, "manager_id")?)?,
+        deal_id: get(row, "deal_id")?,
+        deal_stage_id: get(row, "deal_stage_id")?,
+        stage_id: get(row, "stage_id")?,
+        direction: get::<Option<String>>(row, "direction")?
+            .map(|d| parse::<Direction>(&d))
+            .transpose()?,
+        client_phone: get(row, "client_phone")?,
+        client_name: get(row, "client_name")?,
+        call_started_at: get(row, "call_started_at")?,
+        declared_duration: get(row, "declared_duration")?,
+        audio_url: get(row, "audio_url")?,
+        uploaded_file_bytes: get::<Option<i64>>(row, "blob_bytes")?.map(|b| b.max(0) as u64),
+        status: parse::<CallStatus>(&get::<String>(row, "status")?)?,
+        status_reason: get(row, "status_reason")?,
+        received_at: get(row, "received_at")?,
+        updated_at: get(row, "updated_at")?,
+        completion_percentage: get(row, "completion_percentage")?,
+        metadata,
+    })
+}
+
+pub(crate) fn event_from_row(row: &PgRow) -> StoreResult<CallEvent> {
+    Ok(CallEvent {
+        at: get(row, "at")?,
+        step: get(row, "step")?,
+        level: parse::<EventLevel>(&get::<String>(row, "level")?)?,
+        message: get(row, "message")?,
+    })
+}
+
+pub(crate) fn manager_from_row(row: &PgRow) -> StoreResult<Manager> {
+    Ok(Manager {
+        manager_id: parse_id(get(row, "manager_id")?)?,
+        name: get(row, "name")?,
+        surname: get(row, "surname")?,
+        middlename: get(row, "middlename")?,
+        created_at: get(row, "created_at")?,
+        updated_at: get(row, "updated_at")?,
+    })
+}
+
+pub(crate) fn office_from_rows(office: &PgRow, members: &[PgRow]) -> StoreResult<Office> {
+    let mut leader_ids = Vec::new();
+    let mut manager_ids = Vec::new();
+    for member in members {
+        let person: ManagerId = parse_id(get(member, "person_id")?)?;
+        match get::<String>(member, "role")?.as_str() {
+            "leader" => leader_ids.push(person),
+            _ => manager_ids.push(person),
+        }
+    }
+    Ok(Office {
+        office_id: parse_id(get(office, "office_id")?)?,
+        title: get(office, "title")?,
+        leader_ids,
+        manager_ids,
+    })
+}
