@@ -1,0 +1,209 @@
+//! A loopback file server standing in for a CRM's file storage: real audio
+//! headers, pages that are not audio, error statuses, redirects, and a socket
+//! that accepts connections but never answers.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::Router;
+
+pub struct FileServer {
+    pub addr: SocketAddr,
+    /// A listener that accepts and then says nothing.
+    pub silent_addr: SocketAddr,
+    pub hits: Arc<AtomicUsize>,
+}
+
+impl FileServer {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+/// A PCM WAV: 8 kHz mono 16-bit, `seconds` long (header declares it).
+pub fn wav(seconds: u32, with_samples: bool) -> Vec<u8> {
+    let rate = 8000u32;
+    let data_len = rate * 2 * seconds;
+    let mut out = Vec::new();
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data_len).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&rate.to_le_bytes());
+    out.extend_from_slice(&(rate * 2).to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data_len.to_le_bytes());
+    if with_samples {
+        out.extend((0..data_len / 2).flat_map(|i| (((i % 40) as i16 - 20) * 300).to_le_bytes()));
+    }
+    out
+}
+
+/// MPEG-1 layer III frames at 128 kbit/s, 44.1 kHz, after an ID3 tag.
+pub fn mp3() -> Vec<u8> {
+    let mut out = b"ID3\x04\x00\x00\x00\x00\x00\x00".to_vec();
+    for _ in 0..20 {
+        out.extend_from_slice(&[0xFF, 0xFB, 0x90, 0x64]);
+        out.extend(std::iter::repeat_n(0u8, 413));
+    }
+    out
+}
+
+pub fn ogg() -> Vec<u8> {
+    let mut out = b"OggS\x00\x02\x00\x00\x00\x00\x00\x00\x00\x00".to_vec();
+    out.extend_from_slice(b"\x01vorbis");
+    out.extend(std::iter::repeat_n(0u8, 200));
+    out
+}
+
+pub const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR\x00\x00\x00\x01";
+
+/// Serves `body` honouring `Range: bytes=0-N` with 206 like real file servers.
+fn ranged(headers: &HeaderMap, body: Vec<u8>, content_type: &'static str) -> Response {
+    let total = body.len();
+    let end = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("bytes=0-"))
+        .and_then(|v| v.parse::<usize>().ok());
+    match end {
+        Some(end) if total > 0 => {
+            let last = end.min(total - 1);
+            (
+                StatusCode::PARTIAL_CONTENT,
+                [
+                    (header::CONTENT_TYPE, content_type.to_owned()),
+                    (header::CONTENT_RANGE, format!("bytes 0-{last}/{total}")),
+                ],
+                body[..=last].to_vec(),
+            )
+                .into_response()
+        }
+        _ => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Target {
+    to: String,
+}
+
+pub async fn start() -> FileServer {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let app = Router::new()
+        .route(
+            "/call.wav",
+            get(|h: HeaderMap| async move { ranged(&h, wav(2, true), "audio/wav") }),
+        )
+        .route(
+            "/call.mp3",
+            get(|h: HeaderMap| async move { ranged(&h, mp3(), "audio/mpeg") }),
+        )
+        .route(
+            "/call.ogg",
+            get(|h: HeaderMap| async move { ranged(&h, ogg(), "audio/ogg") }),
+        )
+        .route(
+            "/three-hours.wav",
+            get(|h: HeaderMap| async move { ranged(&h, wav(3 * 3600, false), "audio/wav") }),
+        )
+        .route(
+            "/huge.mp3",
+            get(|| async {
+                // Claims 500 MB; sends only the head.
+                let head = mp3();
+                (
+                    StatusCode::PARTIAL_CONTENT,
+                    [(
+                        header::CONTENT_RANGE,
+                        format!("bytes 0-{}/{}", head.len() - 1, 500_000_000u64),
+                    )],
+                    head,
+                )
+            }),
+        )
+        .route(
+            "/page.html",
+            get(|h: HeaderMap| async move {
+                ranged(
+                    &h,
+                    b"<!DOCTYPE html><html><body>404</body></html>".to_vec(),
+                    "text/html",
+                )
+            }),
+        )
+        .route(
+            "/data.json",
+            get(|h: HeaderMap| async move {
+                ranged(
+                    &h,
+                    br#"{"error":"no such file"}"#.to_vec(),
+                    "application/json",
+                )
+            }),
+        )
+        .route(
+            "/image.png",
+            get(|h: HeaderMap| async move { ranged(&h, PNG.to_vec(), "image/png") }),
+        )
+        .route(
+            "/empty.mp3",
+            get(|| async { StatusCode::RANGE_NOT_SATISFIABLE }),
+        )
+        .route("/missing.mp3", get(|| async { StatusCode::NOT_FOUND }))
+        .route("/forbidden.mp3", get(|| async { StatusCode::FORBIDDEN }))
+        .route("/gone.mp3", get(|| async { StatusCode::GONE }))
+        .route(
+            "/error.mp3",
+            get(|| async { StatusCode::INTERNAL_SERVER_ERROR }),
+        )
+        .route(
+            "/unavailable.mp3",
+            get(|| async { StatusCode::SERVICE_UNAVAILABLE }),
+        )
+        .route(
+            "/redirect",
+            get(|Query(t): Query<Target>| async move { Redirect::temporary(&t.to) }),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            hits.clone(),
+            |State(hits): State<Arc<AtomicUsize>>,
+             request: axum::extract::Request,
+             next: axum::middleware::Next| async move {
+                hits.fetch_add(1, Ordering::SeqCst);
+                next.run(request).await
+            },
+        ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    FileServer {
+        addr,
+        silent_addr,
+        hits,
+    }
+}

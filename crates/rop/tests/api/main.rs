@@ -1,0 +1,13 @@
+//! End-to-end tests of the HTTP API over real HTTP, each on SQLite and on
+//! PostgreSQL.
+
+mod helpers;
+
+mod auth;
+mod calls;
+mod fileserver;
+mod guard;
+mod malformed;
+mod ops;
+mod settings;
+mod upload;
