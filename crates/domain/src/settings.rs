@@ -3,22 +3,13 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConnectionSettings {
     /// Calls declared shorter than this many seconds are stored as skipped.
     pub min_call_duration_secs: u32,
     /// Which channel of a stereo recording is the manager (0 = left, 1 = right).
     pub manager_channel: u8,
-}
-
-impl Default for ConnectionSettings {
-    fn default() -> Self {
-        Self {
-            min_call_duration_secs: 0,
-            manager_channel: 0,
-        }
-    }
 }
 
 impl ConnectionSettings {

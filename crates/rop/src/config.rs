@@ -116,6 +116,8 @@ impl fmt::Debug for Config {
 }
 
 #[cfg(test)]
+// figment's Jail API returns its (large) error type by design.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 

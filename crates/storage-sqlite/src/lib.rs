@@ -5,6 +5,7 @@
 //! queueing in the pool avoids the lock-upgrade `SQLITE_BUSY` errors that
 //! concurrent read-then-write transactions would otherwise hit.
 
+mod group_commit;
 mod rows;
 
 use std::collections::BTreeMap;
@@ -33,6 +34,7 @@ const API_KEY_BOOTSTRAP_KEY: &str = "api_key_bootstrapped";
 pub struct SqliteStore {
     reader: SqlitePool,
     writer: SqlitePool,
+    calls: group_commit::CallInserter,
 }
 
 impl SqliteStore {
@@ -57,7 +59,12 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .map_err(backend)?;
-        Ok(Self { reader, writer })
+        let calls = group_commit::CallInserter::start(writer.clone())?;
+        Ok(Self {
+            reader,
+            writer,
+            calls,
+        })
     }
 
     async fn call_seq(&self, call_id: &CallId) -> StoreResult<Option<i64>> {
@@ -78,7 +85,7 @@ fn unique_violation(error: sqlx::Error) -> StoreError {
 
 async fn ensure_people(
     tx: &mut Transaction<'_, Sqlite>,
-    ids: impl Iterator<Item = &str>,
+    ids: &[&str],
     now: i64,
 ) -> StoreResult<()> {
     for id in ids {
@@ -111,6 +118,58 @@ async fn insert_event(
     .execute(&mut **tx)
     .await
     .map_err(backend)?;
+    Ok(())
+}
+
+/// Inserts a call, its manager placeholder and history inside `tx`.
+pub(crate) async fn insert_call_in(
+    tx: &mut Transaction<'_, Sqlite>,
+    call: &NewCall,
+) -> StoreResult<()> {
+    let (audio_url, blob_key, blob_bytes) = match &call.source {
+        AudioSource::Url(url) => (Some(url.as_str()), None, None),
+        AudioSource::Blob { key, size_bytes } => {
+            (None, Some(key.as_str()), i64::try_from(*size_bytes).ok())
+        }
+    };
+    let received = ms(call.received_at);
+    let occurred = call.call_started_at.map(ms).unwrap_or(received);
+    let metadata = serde_json::to_string(&call.metadata).map_err(backend)?;
+
+    ensure_people(tx, &[call.manager_id.as_str()], received).await?;
+    let seq: i64 = sqlx::query_scalar(
+        "INSERT INTO calls (call_id, manager_id, deal_id, deal_stage_id, stage_id, direction,
+                client_phone, client_name, call_started_at, declared_duration, audio_url,
+                blob_key, blob_bytes, metadata, status, status_reason, received_at, occurred_at,
+                updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                $18, $17)
+             RETURNING seq",
+    )
+    .bind(call.call_id.as_str())
+    .bind(call.manager_id.as_str())
+    .bind(&call.deal_id)
+    .bind(&call.deal_stage_id)
+    .bind(&call.stage_id)
+    .bind(call.direction.map(|d| d.as_str()))
+    .bind(&call.client_phone)
+    .bind(&call.client_name)
+    .bind(call.call_started_at.map(ms))
+    .bind(call.declared_duration_secs)
+    .bind(audio_url)
+    .bind(blob_key)
+    .bind(blob_bytes)
+    .bind(metadata)
+    .bind(call.status.as_str())
+    .bind(&call.status_reason)
+    .bind(received)
+    .bind(occurred)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(unique_violation)?;
+    for event in &call.events {
+        insert_event(tx, seq, event).await?;
+    }
     Ok(())
 }
 
@@ -244,52 +303,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_call(&self, call: &NewCall) -> StoreResult<()> {
-        let (audio_url, blob_key, blob_bytes) = match &call.source {
-            AudioSource::Url(url) => (Some(url.as_str()), None, None),
-            AudioSource::Blob { key, size_bytes } => {
-                (None, Some(key.as_str()), i64::try_from(*size_bytes).ok())
-            }
-        };
-        let received = ms(call.received_at);
-        let occurred = call.call_started_at.map(ms).unwrap_or(received);
-        let metadata = serde_json::to_string(&call.metadata).map_err(backend)?;
-
-        let mut tx = self.writer.begin().await.map_err(backend)?;
-        ensure_people(&mut tx, std::iter::once(call.manager_id.as_str()), received).await?;
-        let seq: i64 = sqlx::query_scalar(
-            "INSERT INTO calls (call_id, manager_id, deal_id, deal_stage_id, stage_id, direction,
-                client_phone, client_name, call_started_at, declared_duration, audio_url,
-                blob_key, blob_bytes, metadata, status, status_reason, received_at, occurred_at,
-                updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                $18, $17)
-             RETURNING seq",
-        )
-        .bind(call.call_id.as_str())
-        .bind(call.manager_id.as_str())
-        .bind(&call.deal_id)
-        .bind(&call.deal_stage_id)
-        .bind(&call.stage_id)
-        .bind(call.direction.map(|d| d.as_str()))
-        .bind(&call.client_phone)
-        .bind(&call.client_name)
-        .bind(call.call_started_at.map(ms))
-        .bind(call.declared_duration_secs)
-        .bind(audio_url)
-        .bind(blob_key)
-        .bind(blob_bytes)
-        .bind(metadata)
-        .bind(call.status.as_str())
-        .bind(&call.status_reason)
-        .bind(received)
-        .bind(occurred)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(unique_violation)?;
-        for event in &call.events {
-            insert_event(&mut tx, seq, event).await?;
-        }
-        tx.commit().await.map_err(backend)
+        self.calls.insert(call.clone()).await
     }
 
     async fn call(&self, call_id: &CallId) -> StoreResult<Option<CallDetails>> {
@@ -489,7 +503,12 @@ impl Store for SqliteStore {
                 ("manager", &office.manager_ids),
             ] {
                 let Some(members) = members else { continue };
-                ensure_people(&mut tx, members.iter().map(|m| m.as_str()), now).await?;
+                ensure_people(
+                    &mut tx,
+                    &members.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
+                    now,
+                )
+                .await?;
                 sqlx::query("DELETE FROM office_members WHERE office_id = $1 AND role = $2")
                     .bind(office.office_id.as_str())
                     .bind(role)
@@ -622,7 +641,7 @@ impl Store for SqliteStore {
         let mut tx = self.writer.begin().await.map_err(backend)?;
         let created = ms(user.created_at);
         if let Some(manager) = &user.manager_id {
-            ensure_people(&mut tx, std::iter::once(manager.as_str()), created).await?;
+            ensure_people(&mut tx, &[manager.as_str()], created).await?;
         }
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO users (username, password_hash, role, manager_id, created_at)

@@ -11,7 +11,11 @@ use rop_domain::Store;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// Where test databases are created; `ROP_TEST_POSTGRES_URL` overrides it.
+pub fn pg_admin_url() -> String {
+    std::env::var("ROP_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
 
 #[derive(Debug, Clone, Copy)]
 pub enum Backend {
@@ -134,7 +138,7 @@ impl Drop for TestApp {
                     .unwrap();
                 runtime.block_on(async {
                     use sqlx::Connection;
-                    if let Ok(mut conn) = sqlx::PgConnection::connect(PG_ADMIN_URL).await {
+                    if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_admin_url()).await {
                         let _ = sqlx::query(&format!(
                             "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
                         ))
@@ -172,14 +176,16 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Config
     if let Backend::Postgres = backend {
         let name = format!("rop_test_{}", uuid::Uuid::new_v4().simple());
         use sqlx::Connection;
-        let mut conn = sqlx::PgConnection::connect(PG_ADMIN_URL)
+        let mut conn = sqlx::PgConnection::connect(&pg_admin_url())
             .await
             .expect("PostgreSQL on 127.0.0.1:5432 (see .ci/run)");
         sqlx::query(&format!("CREATE DATABASE \"{name}\""))
             .execute(&mut conn)
             .await
             .unwrap();
-        config.database_url = Some(format!("postgres://postgres@127.0.0.1:5432/{name}"));
+        let mut url = url::Url::parse(&pg_admin_url()).unwrap();
+        url.set_path(&name);
+        config.database_url = Some(url.to_string());
         pg_database = Some(name);
     }
     configure(&mut config);
