@@ -4,12 +4,14 @@
 #
 #   bash bench/upload.sh                      # defaults: 32 workers, 2 s warm-up + 10 s per phase
 #   bash bench/upload.sh --concurrency 8      # any rop-loadgen option passes through
-#   BENCH_NO_BUILD=1 bash bench/upload.sh # skip cargo build (binaries already there)
-#   BENCH_DATA_PARENT=/var/lib bash bench/upload.sh # put the temp database on another disk
+#   BENCH_NO_BUILD=1 bash bench/upload.sh     # skip cargo build (binaries already there)
+#   BENCH_DATA_PARENT=/srv bash bench/upload.sh # put the temp database on another disk
+#   BENCH_KEEP_DATA=1 bash bench/upload.sh    # keep the temp data dir (database, server.log)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
+command -v curl >/dev/null || { echo "curl is needed to wait for /readyz" >&2; exit 1; }
 
 if [[ -z "${BENCH_NO_BUILD:-}" ]]; then
     echo "==> cargo build --release -p rop -p rop-loadgen" >&2
@@ -101,11 +103,17 @@ cpu_model=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed
 mem_total=$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo 2>/dev/null || true)
 fs_type=$(df -PT "$DATA_DIR" 2>/dev/null | awk 'NR==2 {print $2}' || true)
 MACHINE="cpus: $(nproc), model: ${cpu_model:-unknown}, memory: ${mem_total:-unknown}, kernel: $(uname -sr), data dir fs: ${fs_type:-unknown}"
+REVISION="$("$ROP" --version 2>/dev/null || echo rop)"
+if commit=$(git rev-parse --short HEAD 2>/dev/null); then
+    git diff --quiet HEAD -- crates Cargo.lock 2>/dev/null || commit="$commit+dirty"
+    REVISION="$REVISION @ $commit"
+fi
 echo "==> machine: $MACHINE"
-echo "==> $("$ROP" --version 2>/dev/null || echo rop), SQLite (WAL, synchronous=FULL), server and load generator share these CPUs"
+echo "==> $REVISION; SQLite (WAL, synchronous=FULL); server and load generator share these CPUs"
 
 status=0
-LOADGEN_API_KEY="$API_KEY" "$LOADGEN" --url "$BASE" --json "$RESULT" --machine "$MACHINE" "$@" || status=$?
+LOADGEN_API_KEY="$API_KEY" "$LOADGEN" --url "$BASE" --json "$RESULT" \
+    --machine "$MACHINE" --revision "$REVISION" "$@" || status=$?
 
 if grep -qiE 'error|panic' "$DATA_DIR/server.log"; then
     echo "==> server log (warnings and errors):" >&2

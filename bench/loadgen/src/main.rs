@@ -87,6 +87,9 @@ struct Cli {
     /// Free-text description of the machine, stored in the JSON.
     #[arg(long, env = "LOADGEN_MACHINE")]
     machine: Option<String>,
+    /// Free-text version of the server under test, stored in the JSON.
+    #[arg(long, env = "LOADGEN_REVISION")]
+    revision: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -227,6 +230,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             "finished_at_unix": SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
             "target": cli.url.as_str(),
             "machine": cli.machine,
+            "revision": cli.revision,
             "config": {
                 "concurrency": cli.concurrency,
                 "duration_s": cli.duration,
