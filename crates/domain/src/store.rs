@@ -29,6 +29,36 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Wraps a driver error; for `map_err` in the backends.
+pub fn backend_error(error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Backend(Box::new(error))
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+/// Reads a stored text value (a status, a direction) back into its type.
+pub fn parse_stored<T: std::str::FromStr>(raw: &str) -> StoreResult<T>
+where
+    T::Err: std::fmt::Display,
+{
+    raw.parse().map_err(corrupt)
+}
+
+/// Reads a stored identifier back into its newtype.
+pub fn parse_stored_id<T: TryFrom<String>>(raw: String) -> StoreResult<T>
+where
+    T::Error: std::fmt::Display,
+{
+    T::try_from(raw).map_err(corrupt)
+}
+
+/// Reads stored JSON back.
+pub fn parse_stored_json<T: serde::de::DeserializeOwned>(raw: &str) -> StoreResult<T> {
+    serde_json::from_str(raw).map_err(corrupt)
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// `sqlite` or `postgres`, for logs and `/readyz`.
@@ -101,5 +131,4 @@ pub trait Store: Send + Sync + 'static {
     // --- web users -----------------------------------------------------
 
     async fn create_user(&self, user: &NewUser) -> StoreResult<User>;
-    async fn user_count(&self) -> StoreResult<u64>;
 }

@@ -41,11 +41,6 @@ impl PostgresStore {
             .map_err(backend)?;
         Ok(Self { pool })
     }
-
-    /// The pool, for tests and for the job queue's LISTEN/NOTIFY.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
 }
 
 fn unique_violation(error: sqlx::Error) -> StoreError {
@@ -630,13 +625,5 @@ impl Store for PostgresStore {
             manager_id: user.manager_id.clone(),
             created_at: user.created_at,
         })
-    }
-
-    async fn user_count(&self) -> StoreResult<u64> {
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(backend)?;
-        Ok(count.max(0) as u64)
     }
 }

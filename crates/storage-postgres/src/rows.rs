@@ -1,43 +1,21 @@
 //! Row ↔ domain conversions.
 
 use std::collections::BTreeMap;
-use std::str::FromStr;
 
 use rop_domain::store::StoreResult;
-use rop_domain::{
-    Call, CallEvent, CallStatus, Direction, EventLevel, Manager, ManagerId, Office, StoreError,
-};
+use rop_domain::{Call, CallEvent, CallStatus, Direction, EventLevel, Manager, ManagerId, Office};
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::Row;
 
-pub(crate) fn backend(error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-    StoreError::Backend(Box::new(error))
-}
-
-fn corrupt(what: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(what.to_string())
-}
+pub(crate) use rop_domain::store::backend_error as backend;
+use rop_domain::store::{parse_stored as parse, parse_stored_id as parse_id};
 
 fn get<'r, T>(row: &'r PgRow, column: &str) -> StoreResult<T>
 where
     T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
 {
     row.try_get(column).map_err(backend)
-}
-
-fn parse<T: FromStr>(raw: &str) -> StoreResult<T>
-where
-    T::Err: std::fmt::Display,
-{
-    raw.parse().map_err(corrupt)
-}
-
-fn parse_id<T: TryFrom<String>>(raw: String) -> StoreResult<T>
-where
-    T::Error: std::fmt::Display,
-{
-    T::try_from(raw).map_err(corrupt)
 }
 
 pub(crate) fn call_from_row(row: &PgRow) -> StoreResult<Call> {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rop_domain::store::StoreResult;
+use rop_domain::store::{parse_stored_json, StoreResult};
 use rop_domain::{
     AnalysisTable, ApiKey, ApiSecret, AudioSource, CallDetails, CallFilter, CallId, CallPage,
     ConnectionSettings, DeletedCall, Manager, ManagerUpdate, NewCall, NewCallEvent, NewUser,
@@ -278,9 +278,7 @@ impl Store for SqliteStore {
             .map_err(backend)?;
         match value {
             None => Ok(ConnectionSettings::default()),
-            Some(json) => {
-                serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()))
-            }
+            Some(json) => parse_stored_json(&json),
         }
     }
 
@@ -336,8 +334,7 @@ impl Store for SqliteStore {
             .map_err(backend)?
         {
             let data: String = row.try_get("data").map_err(backend)?;
-            let data: Value =
-                serde_json::from_str(&data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let data: Value = parse_stored_json(&data)?;
             tables.insert(row.try_get("table_id").map_err(backend)?, data);
         }
         Ok(Some(CallDetails {
@@ -631,9 +628,7 @@ impl Store for SqliteStore {
             (false, _, _) => TableReadiness::UnknownTable,
             (true, None, _) => TableReadiness::UnknownCall,
             (true, Some(_), None) => TableReadiness::NotReady,
-            (true, Some(_), Some(data)) => TableReadiness::Ready(
-                serde_json::from_str(&data).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            ),
+            (true, Some(_), Some(data)) => TableReadiness::Ready(parse_stored_json(&data)?),
         })
     }
 
@@ -663,13 +658,5 @@ impl Store for SqliteStore {
             manager_id: user.manager_id.clone(),
             created_at: user.created_at,
         })
-    }
-
-    async fn user_count(&self) -> StoreResult<u64> {
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
-            .fetch_one(&self.reader)
-            .await
-            .map_err(backend)?;
-        Ok(count.max(0) as u64)
     }
 }

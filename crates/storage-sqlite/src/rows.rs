@@ -1,7 +1,5 @@
 //! Row ↔ domain conversions. SQLite keeps times as unix milliseconds.
 
-use std::str::FromStr;
-
 use chrono::{DateTime, Utc};
 use rop_domain::store::StoreResult;
 use rop_domain::{
@@ -11,20 +9,16 @@ use rop_domain::{
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
-pub(crate) fn backend(error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-    StoreError::Backend(Box::new(error))
-}
-
-fn corrupt(what: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(what.to_string())
-}
+pub(crate) use rop_domain::store::backend_error as backend;
+use rop_domain::store::{parse_stored as parse, parse_stored_id as parse_id, parse_stored_json};
 
 pub(crate) fn ms(at: DateTime<Utc>) -> i64 {
     at.timestamp_millis()
 }
 
 pub(crate) fn from_ms(millis: i64) -> StoreResult<DateTime<Utc>> {
-    DateTime::from_timestamp_millis(millis).ok_or_else(|| corrupt(format!("time {millis}")))
+    DateTime::from_timestamp_millis(millis)
+        .ok_or_else(|| StoreError::Corrupt(format!("time {millis}")))
 }
 
 fn get<'r, T>(row: &'r SqliteRow, column: &str) -> StoreResult<T>
@@ -32,13 +26,6 @@ where
     T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
 {
     row.try_get(column).map_err(backend)
-}
-
-fn parse<T: FromStr>(raw: &str) -> StoreResult<T>
-where
-    T::Err: std::fmt::Display,
-{
-    raw.parse().map_err(corrupt)
 }
 
 pub(crate) fn call_from_row(row: &SqliteRow) -> StoreResult<Call> {
@@ -66,15 +53,8 @@ pub(crate) fn call_from_row(row: &SqliteRow) -> StoreResult<Call> {
         received_at: from_ms(get(row, "received_at")?)?,
         updated_at: from_ms(get(row, "updated_at")?)?,
         completion_percentage: get(row, "completion_percentage")?,
-        metadata: serde_json::from_str(&metadata).map_err(corrupt)?,
+        metadata: parse_stored_json(&metadata)?,
     })
-}
-
-fn parse_id<T: TryFrom<String>>(raw: String) -> StoreResult<T>
-where
-    T::Error: std::fmt::Display,
-{
-    T::try_from(raw).map_err(corrupt)
 }
 
 pub(crate) fn event_from_row(row: &SqliteRow) -> StoreResult<CallEvent> {

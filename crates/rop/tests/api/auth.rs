@@ -147,7 +147,7 @@ async fn rate_limit_answers_429_with_retry_after(backend: Backend) {
         .unwrap();
     assert!((1..=60).contains(&retry_after), "{retry_after}");
     assert_eq!(error_of(response).await.0, 429);
-    // A wrong key is refused as unauthorized, not counted against the key.
+    // Authentication comes first: a wrong key is a 401 even when the limit is spent.
     assert_eq!(status_with_key(&app, "nope").await, 401);
 }
 
