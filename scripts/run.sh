@@ -7,9 +7,17 @@ cd "$(dirname "$0")/.."
 
 scripts/ensure-build-deps.sh
 cargo build --release --locked -p rop
-rop=./target/release/rop
-key=$($rop api-key show)
+rop="${CARGO_TARGET_DIR:-target}/release/rop"
+key=$("$rop" "$@" api-key show)
 listen=${ROP_LISTEN:-127.0.0.1:8080}
+previous=""
+for arg in "$@"; do
+  case "$arg" in
+    --listen=*) listen=${arg#--listen=} ;;
+    *) if [ "$previous" = "--listen" ]; then listen=$arg; fi ;;
+  esac
+  previous=$arg
+done
 cat <<MSG
 
 Цифровой РОП запускается на http://$listen
@@ -17,4 +25,4 @@ URL для CRM:  http://$listen/api/v1/calls/audio-upload?apiKey=$key
 API-ключ:     $key   (показать снова: $rop api-key show)
 
 MSG
-exec $rop serve "$@"
+exec "$rop" serve "$@"
