@@ -2,6 +2,7 @@
 //! health and metrics, and the OpenAPI document generated from this code.
 
 mod auth;
+mod cache;
 mod calls;
 mod error;
 mod ops;
@@ -26,6 +27,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 pub use auth::RateLimit;
+pub use cache::Caches;
 pub use error::ApiError;
 pub use ops::prometheus;
 
@@ -50,6 +52,21 @@ pub struct AppState {
     /// Where uploaded files are written while they stream in.
     pub staging_dir: PathBuf,
     pub metrics: PrometheusHandle,
+    /// In-memory copies of keys and settings; `Caches::default()`.
+    pub caches: Caches,
+}
+
+impl AppState {
+    /// The connection settings, from memory when recently read.
+    async fn connection_settings(&self) -> Result<rop_domain::ConnectionSettings, ApiError> {
+        let store = &self.store;
+        let (settings, _) = self
+            .caches
+            .connection_settings
+            .get(|| store.connection_settings())
+            .await?;
+        Ok(settings)
+    }
 }
 
 #[derive(OpenApi)]

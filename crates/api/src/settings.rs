@@ -180,7 +180,7 @@ pub async fn managers_update(
 pub async fn get_connection(
     State(state): State<Arc<AppState>>,
 ) -> Result<Json<ConnectionSettings>, ApiError> {
-    Ok(Json(state.store.connection_settings().await?))
+    Ok(Json(state.connection_settings().await?))
 }
 
 #[utoipa::path(
@@ -204,6 +204,7 @@ pub async fn put_connection(
         .validate()
         .map_err(|(field, message)| ApiError::invalid(field, message))?;
     state.store.save_connection_settings(&settings).await?;
+    state.caches.connection_settings.invalidate().await;
     tracing::info!(?settings, "connection settings changed");
     Ok(Json(settings))
 }

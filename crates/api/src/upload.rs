@@ -155,9 +155,6 @@ async fn accept_upload(state: &AppState, request: Request) -> Result<UploadRespo
     let upload = UploadRequest::parse(&mut raw)?;
     let now = Utc::now();
 
-    if state.store.call_exists(&upload.call_id).await? {
-        return Err(duplicate(&upload.call_id));
-    }
     if let Some(declared) = upload.declared_duration_secs {
         check_duration(state, declared, "duration")?;
     }
@@ -169,7 +166,7 @@ async fn accept_upload(state: &AppState, request: Request) -> Result<UploadRespo
             .map_err(|forbidden| forbidden_url(&forbidden))?;
     }
 
-    let settings = state.store.connection_settings().await?;
+    let settings = state.connection_settings().await?;
     let mut events = vec![NewCallEvent::info(now, "upload", "Звонок принят")];
     let min = f64::from(settings.min_call_duration_secs);
     let skip_reason = upload

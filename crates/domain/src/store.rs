@@ -91,7 +91,6 @@ pub trait Store: Send + Sync + 'static {
 
     // --- calls ----------------------------------------------------------
 
-    async fn call_exists(&self, call_id: &CallId) -> StoreResult<bool>;
     /// Stores a call, its manager (as a placeholder if new) and its first
     /// history lines in one transaction. `Duplicate` when the call_id exists.
     async fn insert_call(&self, call: &NewCall) -> StoreResult<()>;

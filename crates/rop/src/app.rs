@@ -114,6 +114,7 @@ impl Server {
             },
             rate_limit: RateLimit::per_minute(config.rate_limit_per_minute),
             staging_dir,
+            caches: Default::default(),
             metrics: rop_api::prometheus(),
         };
         Ok(Self {

@@ -215,14 +215,6 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn call_exists(&self, call_id: &CallId) -> StoreResult<bool> {
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM calls WHERE call_id = $1)")
-            .bind(call_id.as_str())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(backend)
-    }
-
     async fn insert_call(&self, call: &NewCall) -> StoreResult<()> {
         let (audio_url, blob_key, blob_bytes) = match &call.source {
             AudioSource::Url(url) => (Some(url.as_str()), None, None),

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rop_domain::store::{parse_stored_json, StoreResult};
 use rop_domain::{
-    AnalysisTable, ApiKey, ApiSecret, AudioSource, CallDetails, CallFilter, CallId, CallPage,
+    AnalysisTable, ApiKey, ApiSecret, CallDetails, CallFilter, CallId, CallPage,
     ConnectionSettings, DeletedCall, Manager, ManagerUpdate, NewCall, NewCallEvent, NewUser,
     Office, OfficeId, OfficeUpdate, Store, StoreError, TableId, TableReadiness, UpsertCounts, User,
 };
@@ -48,10 +48,17 @@ impl SqliteStore {
             // across a power cut, not just a process crash.
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
+            // Statement journals of the multi-row inserts stay in memory
+            // rather than in a temporary file created per batch.
+            .pragma("temp_store", "memory")
             .busy_timeout(Duration::from_secs(10));
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(options.clone())
+            .connect_with(
+                options
+                    .clone()
+                    .statement_cache_capacity(group_commit::STATEMENT_CACHE),
+            )
             .await
             .map_err(backend)?;
         let reader = SqlitePoolOptions::new()
@@ -65,14 +72,6 @@ impl SqliteStore {
             writer,
             calls,
         })
-    }
-
-    async fn call_seq(&self, call_id: &CallId) -> StoreResult<Option<i64>> {
-        sqlx::query_scalar("SELECT seq FROM calls WHERE call_id = $1")
-            .bind(call_id.as_str())
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(backend)
     }
 }
 
@@ -122,57 +121,6 @@ async fn insert_event(
 }
 
 /// Inserts a call, its manager placeholder and history inside `tx`.
-pub(crate) async fn insert_call_in(
-    tx: &mut Transaction<'_, Sqlite>,
-    call: &NewCall,
-) -> StoreResult<()> {
-    let (audio_url, blob_key, blob_bytes) = match &call.source {
-        AudioSource::Url(url) => (Some(url.as_str()), None, None),
-        AudioSource::Blob { key, size_bytes } => {
-            (None, Some(key.as_str()), i64::try_from(*size_bytes).ok())
-        }
-    };
-    let received = ms(call.received_at);
-    let occurred = call.call_started_at.map(ms).unwrap_or(received);
-    let metadata = serde_json::to_string(&call.metadata).map_err(backend)?;
-
-    ensure_people(tx, &[call.manager_id.as_str()], received).await?;
-    let seq: i64 = sqlx::query_scalar(
-        "INSERT INTO calls (call_id, manager_id, deal_id, deal_stage_id, stage_id, direction,
-                client_phone, client_name, call_started_at, declared_duration, audio_url,
-                blob_key, blob_bytes, metadata, status, status_reason, received_at, occurred_at,
-                updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                $18, $17)
-             RETURNING seq",
-    )
-    .bind(call.call_id.as_str())
-    .bind(call.manager_id.as_str())
-    .bind(&call.deal_id)
-    .bind(&call.deal_stage_id)
-    .bind(&call.stage_id)
-    .bind(call.direction.map(|d| d.as_str()))
-    .bind(&call.client_phone)
-    .bind(&call.client_name)
-    .bind(call.call_started_at.map(ms))
-    .bind(call.declared_duration_secs)
-    .bind(audio_url)
-    .bind(blob_key)
-    .bind(blob_bytes)
-    .bind(metadata)
-    .bind(call.status.as_str())
-    .bind(&call.status_reason)
-    .bind(received)
-    .bind(occurred)
-    .fetch_one(&mut **tx)
-    .await
-    .map_err(unique_violation)?;
-    for event in &call.events {
-        insert_event(tx, seq, event).await?;
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
@@ -294,10 +242,6 @@ impl Store for SqliteStore {
         .await
         .map_err(backend)?;
         Ok(())
-    }
-
-    async fn call_exists(&self, call_id: &CallId) -> StoreResult<bool> {
-        Ok(self.call_seq(call_id).await?.is_some())
     }
 
     async fn insert_call(&self, call: &NewCall) -> StoreResult<()> {

@@ -289,6 +289,59 @@ async fn fifty_concurrent_uploads_of_one_call_id_give_exactly_one_200(backend: B
     assert_eq!(call["status"], "received");
 }
 
+/// New calls and repeats arriving together (and so committed together on
+/// SQLite) each get their own answer; a rejected repeat leaves nothing behind.
+async fn mixed_concurrent_uploads_store_new_calls_and_reject_repeats(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let files = fileserver::start().await;
+    let link = files.url("/call.wav");
+    let upload = |call_id: String, manager_id: String| {
+        let request = app.post("/api/v1/calls/audio-upload").form(&[
+            ("call_id", call_id.as_str()),
+            ("manager_id", manager_id.as_str()),
+            ("audio_url", link.as_str()),
+        ]);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(upload("mix-0".into(), "m-first".into()).await, 200);
+    let uploads = (0..40).map(|n| {
+        if n % 4 == 0 {
+            // A repeat of a stored call, naming a manager nobody else names.
+            upload("mix-0".into(), format!("m-repeat-{n}"))
+        } else {
+            upload(format!("mix-{}", n + 1), format!("m{}", n % 3))
+        }
+    });
+    let statuses = futures_util::future::join_all(uploads).await;
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 409).count(),
+        10,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 200).count(),
+        30,
+        "{statuses:?}"
+    );
+
+    let page = app.get("/api/v1/calls?limit=100").send().await.unwrap();
+    let page: serde_json::Value = page.json().await.unwrap();
+    assert_eq!(page["calls"].as_array().unwrap().len(), 31, "{page}");
+    for n in (1..=40).filter(|n| (n - 1) % 4 != 0) {
+        let call = app.call_json(&format!("mix-{n}")).await.unwrap();
+        assert_eq!(call["manager_id"], format!("m{}", (n - 1) % 3));
+        assert!(!call["history"].as_array().unwrap().is_empty(), "{call}");
+    }
+    assert_eq!(
+        app.call_json("mix-0").await.unwrap()["manager_id"],
+        "m-first"
+    );
+    let managers = app.store.managers().await.unwrap();
+    let mut ids: Vec<&str> = managers.iter().map(|m| m.manager_id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["m-first", "m0", "m1", "m2"]);
+}
+
 async fn calls_below_the_minimum_duration_are_skipped(backend: Backend) {
     let app = spawn_app(backend).await;
     let files = fileserver::start().await;
@@ -440,6 +493,7 @@ on_both_backends!(
     required_fields_are_named_in_the_error,
     repeated_call_id_is_a_conflict,
     fifty_concurrent_uploads_of_one_call_id_give_exactly_one_200,
+    mixed_concurrent_uploads_store_new_calls_and_reject_repeats,
     calls_below_the_minimum_duration_are_skipped,
     declared_limits_are_enforced,
     probe_tells_audio_from_everything_else,
