@@ -38,6 +38,8 @@ pub struct Limits {
     pub max_duration_secs: u32,
     /// How long the upload-time probe of an audio link may take.
     pub probe_timeout: Duration,
+    /// Attempts each processing step of an accepted call gets.
+    pub job_attempts: u32,
 }
 
 /// Everything the handlers share.
@@ -45,7 +47,7 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub blobs: Arc<dyn BlobStore>,
     /// Guarded client for every outgoing request.
-    pub http: rop_fetch::HttpClient,
+    pub http: rop_fetch::GuardedClient,
     pub guard: UrlGuard,
     pub limits: Limits,
     pub rate_limit: RateLimit,

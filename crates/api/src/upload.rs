@@ -15,7 +15,8 @@ use axum::http::header::CONTENT_TYPE;
 use axum::Json;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use rop_domain::{
-    AudioSource, CallId, CallStatus, Direction, ManagerId, NewCall, NewCallEvent, StoreError,
+    AudioSource, CallId, CallStatus, Direction, JobKind, ManagerId, NewCall, NewCallEvent, NewJob,
+    StoreError,
 };
 use rop_fetch::{sniff, ProbeLimits, ProbeOutcome, Sniffed};
 use serde::Serialize;
@@ -228,6 +229,15 @@ async fn accept_upload(state: &AppState, request: Request) -> Result<UploadRespo
         AudioSource::Blob { key, .. } => Some(key.clone()),
         AudioSource::Url(_) => None,
     };
+    // A file is already here; a link is fetched by the pipeline first.
+    let first_step = match &source {
+        AudioSource::Url(_) => JobKind::Download,
+        AudioSource::Blob { .. } => JobKind::Decode,
+    };
+    let first_job = (status == CallStatus::Received).then_some(NewJob {
+        kind: first_step,
+        max_attempts: state.limits.job_attempts,
+    });
     let call = NewCall {
         call_id: upload.call_id.clone(),
         manager_id: upload.manager_id,
@@ -245,6 +255,7 @@ async fn accept_upload(state: &AppState, request: Request) -> Result<UploadRespo
         status_reason,
         received_at: now,
         events,
+        first_job,
     };
     match state.store.insert_call(&call).await {
         Ok(()) => {}

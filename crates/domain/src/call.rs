@@ -166,6 +166,13 @@ impl NewCallEvent {
             ..Self::info(at, step, message)
         }
     }
+
+    pub fn error(at: DateTime<Utc>, step: &str, message: impl Into<String>) -> Self {
+        Self {
+            level: EventLevel::Error,
+            ..Self::info(at, step, message)
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -197,6 +204,8 @@ pub struct NewCall {
     pub status_reason: Option<String>,
     pub received_at: DateTime<Utc>,
     pub events: Vec<NewCallEvent>,
+    /// The first processing step, queued in the same transaction.
+    pub first_job: Option<crate::jobs::NewJob>,
 }
 
 /// A stored call as integrators and the UI see it.
@@ -220,6 +229,8 @@ pub struct Call {
     pub status: CallStatus,
     /// Why the call is skipped or failed.
     pub status_reason: Option<String>,
+    /// Machine-readable reason of a failure: `not_audio`, `too_large`, …
+    pub failure_code: Option<String>,
     pub received_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// Average checklist completion, once analysed.
@@ -228,6 +239,10 @@ pub struct Call {
     /// Position of the call in listings; the cursor of `GET /calls`.
     #[serde(skip)]
     pub seq: i64,
+    /// Blob store key of the audio to process: the uploaded file, or the
+    /// file the download step fetched.
+    #[serde(skip)]
+    pub audio_blob: Option<String>,
 }
 
 /// A call with everything derived from it.
@@ -236,6 +251,8 @@ pub struct CallDetails {
     #[serde(flatten)]
     pub call: Call,
     pub history: Vec<CallEvent>,
+    /// The processing steps, with attempts and the last error of each.
+    pub jobs: Vec<crate::jobs::JobRecord>,
     /// Table data by table id.
     #[schema(value_type = Object)]
     pub tables: BTreeMap<String, serde_json::Value>,

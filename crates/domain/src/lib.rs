@@ -6,6 +6,7 @@
 
 pub mod call;
 pub mod id;
+pub mod jobs;
 pub mod keys;
 pub mod people;
 pub mod settings;
@@ -18,6 +19,7 @@ pub use call::{
     Direction, EventLevel, NewCall, NewCallEvent,
 };
 pub use id::{CallId, InvalidId, ManagerId, OfficeId, TableId, MAX_ID_CHARS};
+pub use jobs::{ClaimedJob, JobKind, JobOutcome, JobRecord, JobState, NewJob};
 pub use keys::{ApiKey, ApiSecret};
 pub use people::{Manager, ManagerUpdate, Office, OfficeUpdate, UpsertCounts};
 pub use settings::ConnectionSettings;

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::call::{CallDetails, CallFilter, CallPage, DeletedCall, NewCall, NewCallEvent};
 use crate::id::{CallId, OfficeId, TableId};
+use crate::jobs::{ClaimedJob, JobKind, JobOutcome};
 use crate::keys::{ApiKey, ApiSecret};
 use crate::people::{Manager, ManagerUpdate, Office, OfficeUpdate, UpsertCounts};
 use crate::settings::ConnectionSettings;
@@ -99,6 +100,43 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a call and everything derived from it.
     async fn delete_call(&self, call_id: &CallId) -> StoreResult<Option<DeletedCall>>;
     async fn add_call_event(&self, call_id: &CallId, event: &NewCallEvent) -> StoreResult<()>;
+
+    /// Records where the download step put the call's audio.
+    async fn set_downloaded_audio(&self, call_id: &CallId, blob_key: &str) -> StoreResult<()>;
+
+    // --- jobs -----------------------------------------------------------
+
+    /// Leases the next due job of one of `kinds` to `worker` until
+    /// `lease_until`: a queued job whose time has come, or a running one
+    /// whose lease ran out. Sets the call's status to the job's step.
+    async fn claim_job(
+        &self,
+        worker: &str,
+        kinds: &[JobKind],
+        lease_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<ClaimedJob>>;
+    /// Extends the lease; `false` when the worker no longer holds it.
+    async fn extend_lease(&self, job: &ClaimedJob, until: DateTime<Utc>) -> StoreResult<bool>;
+    /// Applies the outcome to the job, the call and its history at once;
+    /// `false` (and nothing changed) when the worker no longer holds the lease.
+    async fn finish_job(
+        &self,
+        job: &ClaimedJob,
+        outcome: &JobOutcome,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Jobs whose worker vanished during their last allowed attempt: their
+    /// lease ran out and nobody may claim them again. Claim them as `worker`
+    /// so the caller can fail them.
+    async fn claim_abandoned_jobs(
+        &self,
+        worker: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<ClaimedJob>>;
+    /// Returns when a job may have become due (one was queued, here or in
+    /// another process), or after `timeout`.
+    async fn wait_for_jobs(&self, timeout: std::time::Duration);
 
     // --- people and offices --------------------------------------------
 

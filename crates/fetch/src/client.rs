@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::redirect;
+use url::Url;
 
 use crate::guard::{Forbidden, ResolveError, UrlGuard};
 
@@ -48,29 +49,47 @@ impl Resolve for GuardedResolver {
     }
 }
 
-/// An HTTP client whose every connection and redirect obeys the guard.
-pub fn guarded_client(config: &ClientConfig) -> reqwest::Client {
-    let guard = config.guard;
-    let max_redirects = config.max_redirects;
-    let policy = redirect::Policy::custom(move |attempt| {
-        if attempt.previous().len() >= max_redirects {
-            attempt.error(format!("more than {max_redirects} redirects"))
-        } else if let Err(forbidden) = guard.check_url(attempt.url()) {
-            attempt.error(forbidden)
-        } else {
-            attempt.follow()
-        }
-    });
-    reqwest::Client::builder()
-        // A proxy would resolve names itself, bypassing the guard.
-        .no_proxy()
-        .dns_resolver(Arc::new(GuardedResolver(guard)))
-        .redirect(policy)
-        .connect_timeout(config.connect_timeout)
-        .read_timeout(config.read_timeout)
-        .user_agent(concat!("rop/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .expect("a client with these fixed settings always builds")
+/// The HTTP client every outgoing request uses. The guard sees the first
+/// link's literal address here, every host name when it is resolved, and
+/// every redirect in the redirect policy: reqwest never resolves an IP
+/// literal, so the check at [`GuardedClient::get`] is not optional.
+#[derive(Clone)]
+pub struct GuardedClient {
+    client: reqwest::Client,
+    guard: UrlGuard,
+}
+
+impl GuardedClient {
+    pub fn new(config: &ClientConfig) -> Self {
+        let guard = config.guard;
+        let max_redirects = config.max_redirects;
+        let policy = redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() >= max_redirects {
+                attempt.error(format!("more than {max_redirects} redirects"))
+            } else if let Err(forbidden) = guard.check_url(attempt.url()) {
+                attempt.error(forbidden)
+            } else {
+                attempt.follow()
+            }
+        });
+        let client = reqwest::Client::builder()
+            // A proxy would resolve names itself, bypassing the guard.
+            .no_proxy()
+            .dns_resolver(Arc::new(GuardedResolver(guard)))
+            .redirect(policy)
+            .connect_timeout(config.connect_timeout)
+            .read_timeout(config.read_timeout)
+            .user_agent(concat!("rop/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("a client with these fixed settings always builds");
+        Self { client, guard }
+    }
+
+    /// A GET request for `url`, unless the guard refuses the link as written.
+    pub fn get(&self, url: &Url) -> Result<reqwest::RequestBuilder, Forbidden> {
+        self.guard.check_url(url)?;
+        Ok(self.client.get(url.clone()))
+    }
 }
 
 /// The guard's refusal inside a request error, if that is what failed it.
@@ -83,4 +102,17 @@ pub fn forbidden_cause(error: &reqwest::Error) -> Option<&Forbidden> {
         source = cause.source();
     }
     None
+}
+
+/// reqwest's own message is often just "error sending request"; the cause
+/// that says what went wrong is further down the chain.
+pub(crate) fn error_chain(error: &dyn StdError) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

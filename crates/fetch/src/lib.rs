@@ -7,14 +7,13 @@
 //! address is the one connected to) and every redirect.
 
 mod client;
+mod download;
 mod guard;
 mod probe;
 mod sniff;
 
-pub use client::{forbidden_cause, guarded_client, ClientConfig};
+pub use client::{forbidden_cause, ClientConfig, GuardedClient};
+pub use download::{download_to_file, DownloadError, DownloadLimits, Downloaded};
 pub use guard::{AddressClass, Forbidden, UrlGuard};
 pub use probe::{probe, ProbeLimits, ProbeOutcome};
 pub use sniff::{sniff, AudioFormat, Sniffed};
-
-/// The HTTP client type the guard is built into.
-pub use reqwest::Client as HttpClient;

@@ -9,7 +9,7 @@ use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, RANGE};
 use reqwest::StatusCode;
 use url::Url;
 
-use crate::client::forbidden_cause;
+use crate::client::{error_chain, forbidden_cause, GuardedClient};
 use crate::guard::Forbidden;
 use crate::sniff::{sniff, AudioFormat, Sniffed};
 
@@ -40,7 +40,7 @@ pub enum ProbeOutcome {
     Transient(String),
 }
 
-pub async fn probe(client: &reqwest::Client, url: &Url, limits: ProbeLimits) -> ProbeOutcome {
+pub async fn probe(client: &GuardedClient, url: &Url, limits: ProbeLimits) -> ProbeOutcome {
     match tokio::time::timeout(limits.timeout, probe_inner(client, url, limits.max_bytes)).await {
         Ok(outcome) => outcome,
         Err(_) => ProbeOutcome::Transient(format!(
@@ -50,9 +50,12 @@ pub async fn probe(client: &reqwest::Client, url: &Url, limits: ProbeLimits) -> 
     }
 }
 
-async fn probe_inner(client: &reqwest::Client, url: &Url, max_bytes: u64) -> ProbeOutcome {
-    let response = match client
-        .get(url.clone())
+async fn probe_inner(client: &GuardedClient, url: &Url, max_bytes: u64) -> ProbeOutcome {
+    let request = match client.get(url) {
+        Ok(request) => request,
+        Err(forbidden) => return ProbeOutcome::Forbidden(forbidden),
+    };
+    let response = match request
         .header(RANGE, format!("bytes=0-{}", PROBE_BYTES - 1))
         .send()
         .await
@@ -111,17 +114,6 @@ fn request_failure(error: &reqwest::Error) -> ProbeOutcome {
         return ProbeOutcome::Transient(format!("redirect failed: {error}"));
     }
     ProbeOutcome::Transient(error_chain(error))
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Whole-file size from `Content-Range: bytes 0-8191/123456` (206) or from

@@ -1,21 +1,24 @@
 //! Builds the running service from a [`Config`]: opens the database chosen
 //! by its URL, applies migrations, makes sure an API key exists, and serves
-//! the API on a listener until the shutdown future completes.
+//! the API and runs the pipeline's workers until the shutdown future
+//! completes.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context};
 use rop_api::{AppState, Limits, RateLimit};
-use rop_blob::LocalDirStore;
+use rop_blob::{BlobStore, LocalDirStore};
 use rop_domain::Store;
-use rop_fetch::{guarded_client, ClientConfig, UrlGuard};
+use rop_fetch::{ClientConfig, DownloadLimits, GuardedClient, UrlGuard};
+use rop_pipeline::{DownloadStep, WorkerConfig, Workers};
 use rop_storage_postgres::PostgresStore;
 use rop_storage_sqlite::SqliteStore;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::config::{redact_url, Config};
 use crate::keys::generate_api_key;
@@ -72,16 +75,17 @@ pub async fn ensure_api_key(store: &dyn Store) -> anyhow::Result<bool> {
     Ok(created)
 }
 
-/// A server ready to accept connections.
-pub struct Server {
-    listener: TcpListener,
-    router: axum::Router,
+/// What the API and the workers share: storage, audio, outgoing HTTP.
+struct Core {
+    store: Arc<dyn Store>,
+    blobs: Arc<dyn BlobStore>,
+    http: GuardedClient,
+    guard: UrlGuard,
+    staging_dir: PathBuf,
 }
 
-impl Server {
-    /// Prepares storage, directories and the router. `listener` may be bound
-    /// to port 0 (tests).
-    pub async fn build(config: &Config, listener: TcpListener) -> anyhow::Result<Self> {
+impl Core {
+    async fn open(config: &Config) -> anyhow::Result<Self> {
         let store = open_store(&config.database_url()).await?;
         ensure_api_key(store.as_ref()).await?;
 
@@ -98,28 +102,80 @@ impl Server {
             allow_private: config.fetch_allow_private,
             allow_loopback: config.fetch_allow_loopback,
         };
-        let http = guarded_client(&ClientConfig {
+        let http = GuardedClient::new(&ClientConfig {
             guard,
             ..ClientConfig::default()
         });
-        let state = AppState {
+        Ok(Self {
             store,
             blobs: Arc::new(blobs),
             http,
             guard,
+            staging_dir,
+        })
+    }
+
+    /// The workers of this process, with every step this build can run.
+    fn workers(&self, config: &Config) -> Arc<Workers> {
+        let download = DownloadStep {
+            store: self.store.clone(),
+            blobs: self.blobs.clone(),
+            http: self.http.clone(),
+            staging_dir: self.staging_dir.clone(),
+            limits: DownloadLimits {
+                max_bytes: config.max_upload_bytes,
+                total_timeout: Duration::from_secs(config.download_timeout_secs),
+            },
+        };
+        let worker_config = WorkerConfig {
+            concurrency: config.worker_concurrency.max(1),
+            lease: Duration::from_secs(config.job_lease_secs),
+            max_attempts: config.job_attempts,
+            retry_base: Duration::from_secs(config.retry_base_secs),
+            ..WorkerConfig::default()
+        };
+        Arc::new(Workers::new(
+            self.store.clone(),
+            vec![Arc::new(download)],
+            worker_config,
+        ))
+    }
+}
+
+/// A server ready to accept connections: the API, and the workers unless
+/// `worker_concurrency` is 0.
+pub struct Server {
+    listener: TcpListener,
+    router: axum::Router,
+    workers: Option<Arc<Workers>>,
+}
+
+impl Server {
+    /// Prepares storage, directories and the router. `listener` may be bound
+    /// to port 0 (tests).
+    pub async fn build(config: &Config, listener: TcpListener) -> anyhow::Result<Self> {
+        let core = Core::open(config).await?;
+        let workers = (config.worker_concurrency > 0).then(|| core.workers(config));
+        let state = AppState {
+            store: core.store,
+            blobs: core.blobs,
+            http: core.http,
+            guard: core.guard,
             limits: Limits {
                 max_upload_bytes: config.max_upload_bytes,
                 max_duration_secs: config.max_duration_secs,
                 probe_timeout: Duration::from_millis(config.probe_timeout_ms),
+                job_attempts: config.job_attempts,
             },
             rate_limit: RateLimit::per_minute(config.rate_limit_per_minute),
-            staging_dir,
+            staging_dir: core.staging_dir,
             caches: Default::default(),
             metrics: rop_api::prometheus(),
         };
         Ok(Self {
             listener,
             router: rop_api::router(state),
+            workers,
         })
     }
 
@@ -127,16 +183,42 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` completes, then lets requests in flight finish.
+    /// Serves until `shutdown` completes, then lets requests in flight
+    /// finish and hands running jobs back to the queue.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
+        let (stop, stopped) = watch::channel(false);
+        let workers = self
+            .workers
+            .map(|workers| tokio::spawn(workers.run(stopped)));
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                let _ = stop.send(true);
+            })
             .await
-            .context("HTTP server failed")
+            .context("HTTP server failed");
+        if let Some(workers) = workers {
+            let _ = workers.await;
+        }
+        served
     }
+}
+
+/// `rop worker`: processes calls until `shutdown` completes.
+pub async fn run_workers(
+    config: &Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let core = Core::open(config).await?;
+    let workers = core.workers(config);
+    let (stop, stopped) = watch::channel(false);
+    let running = tokio::spawn(workers.run(stopped));
+    shutdown.await;
+    let _ = stop.send(true);
+    running.await.context("the workers panicked")
 }
 
 /// Files left in staging by a process that died mid-upload. Only old ones

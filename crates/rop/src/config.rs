@@ -31,6 +31,18 @@ pub struct Config {
     pub rate_limit_per_minute: u32,
     /// Upload-time probe of an audio link, in milliseconds.
     pub probe_timeout_ms: u64,
+    /// Calls processed at the same time by `serve` (0: none, API only) and
+    /// by `worker`.
+    pub worker_concurrency: usize,
+    /// Attempts each processing step gets before the call fails.
+    pub job_attempts: u32,
+    /// A worker's hold on a job; another worker takes over this long after
+    /// the last heartbeat of a worker that died.
+    pub job_lease_secs: u64,
+    /// Delay before the first retry of a failed step, doubled for each next.
+    pub retry_base_secs: u64,
+    /// Longest time one download of a recording may take.
+    pub download_timeout_secs: u64,
     /// Log filter, e.g. `info` or `rop=debug,info` (`RUST_LOG` wins).
     pub log: String,
 }
@@ -48,6 +60,11 @@ impl Default for Config {
             max_duration_secs: 2700,
             rate_limit_per_minute: 60,
             probe_timeout_ms: 5000,
+            worker_concurrency: 1,
+            job_attempts: 5,
+            job_lease_secs: 60,
+            retry_base_secs: 10,
+            download_timeout_secs: 600,
             log: "info".to_owned(),
         }
     }
@@ -75,8 +92,26 @@ impl Config {
         figment
             .merge(Env::prefixed("ROP_").ignore(&["config"]))
             .merge(Serialized::defaults(overrides))
-            .extract()
-            .map_err(Box::new)
+            .extract::<Config>()
+            .map_err(Box::new)?
+            .validated()
+    }
+
+    /// Values that parse but cannot work.
+    fn validated(self) -> Result<Self, Box<figment::Error>> {
+        let problem = if self.job_attempts == 0 {
+            Some("job_attempts: нужна хотя бы одна попытка")
+        } else if self.job_lease_secs < 3 {
+            Some("job_lease_secs: не меньше 3 секунд")
+        } else if self.download_timeout_secs == 0 {
+            Some("download_timeout_secs: должно быть больше нуля")
+        } else {
+            None
+        };
+        match problem {
+            Some(problem) => Err(Box::new(figment::Error::from(problem.to_owned()))),
+            None => Ok(self),
+        }
     }
 
     pub fn database_url(&self) -> String {
@@ -111,6 +146,11 @@ impl fmt::Debug for Config {
             .field("max_duration_secs", &self.max_duration_secs)
             .field("rate_limit_per_minute", &self.rate_limit_per_minute)
             .field("probe_timeout_ms", &self.probe_timeout_ms)
+            .field("worker_concurrency", &self.worker_concurrency)
+            .field("job_attempts", &self.job_attempts)
+            .field("job_lease_secs", &self.job_lease_secs)
+            .field("retry_base_secs", &self.retry_base_secs)
+            .field("download_timeout_secs", &self.download_timeout_secs)
             .finish()
     }
 }
@@ -154,6 +194,24 @@ mod tests {
             jail.create_file("bad.toml", "max_duration_secs = \"long\"")?;
             assert!(Config::load(Some(Path::new("bad.toml")), &Overrides::default()).is_err());
             assert!(Config::load(Some(Path::new("missing.toml")), &Overrides::default()).is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn settings_that_cannot_work_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            for (name, value, key) in [
+                ("ROP_JOB_ATTEMPTS", "0", "job_attempts"),
+                ("ROP_JOB_LEASE_SECS", "1", "job_lease_secs"),
+                ("ROP_DOWNLOAD_TIMEOUT_SECS", "0", "download_timeout_secs"),
+            ] {
+                jail.set_env(name, value);
+                let error = Config::load(None, &Overrides::default()).unwrap_err();
+                assert!(error.to_string().contains(key), "{error}");
+                jail.set_env(name, "60");
+            }
+            assert!(Config::load(None, &Overrides::default()).is_ok());
             Ok(())
         });
     }

@@ -5,5 +5,5 @@ pub mod app;
 pub mod config;
 pub mod keys;
 
-pub use app::{open_store, Server};
+pub use app::{open_store, run_workers, Server};
 pub use config::Config;

@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use rop::app::{ensure_api_key, shutdown_signal};
 use rop::config::{redact_url, Config, Overrides};
 use rop::keys::{generate_api_key, hash_password, random_alphanumeric};
-use rop::{open_store, Server};
+use rop::{open_store, run_workers, Server};
 use rop_domain::{NewUser, Role, StoreError};
 use tokio::net::TcpListener;
 
@@ -45,8 +45,12 @@ struct GlobalArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the HTTP API (and, in later versions, the web UI and workers) in one process.
+    /// Run the HTTP API and the processing workers in one process
+    /// (`worker_concurrency = 0` leaves processing to `rop worker`).
     Serve,
+    /// Run processing workers only, for more throughput: any number of them,
+    /// on any machines, can share one PostgreSQL database.
+    Worker,
     /// Apply database migrations and exit.
     Migrate,
     /// Show or rotate the API key the CRM uses.
@@ -129,6 +133,10 @@ fn init_logging(default_filter: &str) {
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Serve => serve(config).await,
+        Command::Worker => {
+            tracing::info!(?config, "starting workers");
+            run_workers(&config, shutdown_signal()).await
+        }
         Command::Migrate => {
             open_store(&config.database_url()).await?;
             println!("Миграции применены: {}", redact_url(&config.database_url()));

@@ -3,24 +3,28 @@
 //! database. Concurrency is left to PostgreSQL's own guarantees (unique
 //! constraints, `ON CONFLICT`, row locks), never to checks in the application.
 
+mod jobs;
 mod rows;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rop_domain::store::StoreResult;
 use rop_domain::{
     AnalysisTable, ApiKey, ApiSecret, AudioSource, CallDetails, CallFilter, CallId, CallPage,
-    ConnectionSettings, DeletedCall, Manager, ManagerId, ManagerUpdate, NewCall, NewCallEvent,
-    NewUser, Office, OfficeId, OfficeUpdate, Store, StoreError, TableId, TableReadiness,
-    UpsertCounts, User,
+    ClaimedJob, ConnectionSettings, DeletedCall, JobKind, JobOutcome, Manager, ManagerId,
+    ManagerUpdate, NewCall, NewCallEvent, NewUser, Office, OfficeId, OfficeUpdate, Store,
+    StoreError, TableId, TableReadiness, UpsertCounts, User,
 };
 use serde_json::Value;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
+use tokio::sync::{Notify, OnceCell};
 
+use jobs::insert_event;
 use rows::{backend, call_from_row, event_from_row, manager_from_row, office_from_rows};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -30,6 +34,10 @@ const API_KEY_BOOTSTRAP_KEY: &str = "api_key_bootstrapped";
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// Fed by a `LISTEN rop_jobs` connection, started by the first worker
+    /// that waits (commands such as `rop api-key show` never start it).
+    jobs_queued: Arc<Notify>,
+    listener: OnceCell<()>,
 }
 
 impl PostgresStore {
@@ -39,7 +47,38 @@ impl PostgresStore {
             .connect(url)
             .await
             .map_err(backend)?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            jobs_queued: Arc::new(Notify::new()),
+            listener: OnceCell::new(),
+        })
+    }
+
+    async fn start_listener(&self) {
+        let pool = self.pool.clone();
+        let wake = self.jobs_queued.clone();
+        tokio::spawn(async move {
+            loop {
+                match PgListener::connect_with(&pool).await {
+                    Ok(mut listener) => match listener.listen(jobs::CHANNEL).await {
+                        Ok(()) => loop {
+                            match listener.recv().await {
+                                Ok(_) => wake.notify_waiters(),
+                                Err(error) => {
+                                    tracing::warn!(%error, "LISTEN connection lost");
+                                    break;
+                                }
+                            }
+                        },
+                        Err(error) => tracing::warn!(%error, "LISTEN failed"),
+                    },
+                    Err(error) => tracing::warn!(%error, "cannot open the LISTEN connection"),
+                }
+                // Workers still poll meanwhile; reconnect without hammering.
+                wake.notify_waiters();
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        });
     }
 }
 
@@ -68,25 +107,6 @@ async fn ensure_people<'a>(
     )
     .bind(&ids)
     .bind(now)
-    .execute(&mut **tx)
-    .await
-    .map_err(backend)?;
-    Ok(())
-}
-
-async fn insert_event(
-    tx: &mut Transaction<'_, Postgres>,
-    call_seq: i64,
-    event: &NewCallEvent,
-) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO call_events (call_seq, at, step, level, message) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(call_seq)
-    .bind(event.at)
-    .bind(&event.step)
-    .bind(event.level.as_str())
-    .bind(&event.message)
     .execute(&mut **tx)
     .await
     .map_err(backend)?;
@@ -264,6 +284,9 @@ impl Store for PostgresStore {
         for event in &call.events {
             insert_event(&mut tx, seq, event).await?;
         }
+        if let Some(job) = call.first_job {
+            jobs::insert_job(&mut tx, seq, job, call.received_at).await?;
+        }
         tx.commit().await.map_err(backend)
     }
 
@@ -303,9 +326,18 @@ impl Store for PostgresStore {
             let Json(data): Json<Value> = row.try_get("data").map_err(backend)?;
             tables.insert(row.try_get("table_id").map_err(backend)?, data);
         }
+        let jobs = sqlx::query("SELECT * FROM jobs WHERE call_seq = $1 ORDER BY id")
+            .bind(call.seq)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(jobs::record_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
         Ok(Some(CallDetails {
             call,
             history,
+            jobs,
             tables,
         }))
     }
@@ -394,6 +426,55 @@ impl Store for PostgresStore {
             return Err(StoreError::NotFound);
         }
         Ok(())
+    }
+
+    async fn set_downloaded_audio(&self, call_id: &CallId, blob_key: &str) -> StoreResult<()> {
+        let updated = sqlx::query("UPDATE calls SET audio_blob_key = $2 WHERE call_id = $1")
+            .bind(call_id.as_str())
+            .bind(blob_key)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn claim_job(
+        &self,
+        worker: &str,
+        kinds: &[JobKind],
+        lease_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<ClaimedJob>> {
+        jobs::claim(&self.pool, worker, kinds, lease_until, now).await
+    }
+
+    async fn extend_lease(&self, job: &ClaimedJob, until: DateTime<Utc>) -> StoreResult<bool> {
+        jobs::extend_lease(&self.pool, job, until).await
+    }
+
+    async fn finish_job(
+        &self,
+        job: &ClaimedJob,
+        outcome: &JobOutcome,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        jobs::finish(&self.pool, job, outcome, now).await
+    }
+
+    async fn claim_abandoned_jobs(
+        &self,
+        worker: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<ClaimedJob>> {
+        jobs::claim_abandoned(&self.pool, worker, now).await
+    }
+
+    async fn wait_for_jobs(&self, timeout: std::time::Duration) {
+        self.listener.get_or_init(|| self.start_listener()).await;
+        let _ = tokio::time::timeout(timeout, self.jobs_queued.notified()).await;
     }
 
     async fn upsert_managers(

@@ -38,10 +38,12 @@ pub(crate) fn call_from_row(row: &PgRow) -> StoreResult<Call> {
         uploaded_file_bytes: get::<Option<i64>>(row, "blob_bytes")?.map(|b| b.max(0) as u64),
         status: parse::<CallStatus>(&get::<String>(row, "status")?)?,
         status_reason: get(row, "status_reason")?,
+        failure_code: get(row, "failure_code")?,
         received_at: get(row, "received_at")?,
         updated_at: get(row, "updated_at")?,
         completion_percentage: get(row, "completion_percentage")?,
         metadata,
+        audio_blob: get::<Option<String>>(row, "audio_blob_key")?.or(get(row, "blob_key")?),
     })
 }
 

@@ -6,11 +6,12 @@
 //! by `ON CONFLICT DO NOTHING` and fails only its own upload.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use rop_domain::store::StoreResult;
-use rop_domain::{AudioSource, NewCall, NewCallEvent, StoreError};
+use rop_domain::{AudioSource, NewCall, NewCallEvent, NewJob, StoreError};
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::rows::{backend, ms};
 
@@ -18,9 +19,9 @@ use crate::rows::{backend, ms};
 const MAX_BATCH: usize = 128;
 
 /// Prepared statements the writer keeps: each batch size is a statement of
-/// its own for each of the three tables, and re-preparing them would cost
+/// its own for each of the four tables, and re-preparing them would cost
 /// more than the memory they take.
-pub(crate) const STATEMENT_CACHE: usize = 3 * MAX_BATCH + 64;
+pub(crate) const STATEMENT_CACHE: usize = 4 * MAX_BATCH + 64;
 
 type Reply = oneshot::Sender<StoreResult<()>>;
 
@@ -30,7 +31,7 @@ pub(crate) struct CallInserter {
 }
 
 impl CallInserter {
-    pub(crate) fn start(writer: SqlitePool) -> StoreResult<Self> {
+    pub(crate) fn start(writer: SqlitePool, jobs_queued: Arc<Notify>) -> StoreResult<Self> {
         let (queue, requests) = mpsc::channel(1024);
         // The writer loop gets a thread and a small runtime of its own: the
         // compiler cannot prove its sqlx transaction future `Send` for
@@ -43,7 +44,7 @@ impl CallInserter {
                     .enable_all()
                     .build()
                 {
-                    Ok(runtime) => runtime.block_on(run(writer, requests)),
+                    Ok(runtime) => runtime.block_on(run(writer, requests, jobs_queued)),
                     Err(error) => tracing::error!(%error, "cannot start the SQLite writer"),
                 }
             })
@@ -62,7 +63,11 @@ impl CallInserter {
     }
 }
 
-async fn run(writer: SqlitePool, mut requests: mpsc::Receiver<(NewCall, Reply)>) {
+async fn run(
+    writer: SqlitePool,
+    mut requests: mpsc::Receiver<(NewCall, Reply)>,
+    jobs_queued: Arc<Notify>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while requests.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let calls: Vec<&NewCall> = batch.iter().map(|(call, _)| call).collect();
@@ -83,6 +88,7 @@ async fn run(writer: SqlitePool, mut requests: mpsc::Receiver<(NewCall, Reply)>)
                 results
             }
         };
+        jobs_queued.notify_waiters();
         for ((_, reply), result) in batch.drain(..).zip(results) {
             let _ = reply.send(result);
         }
@@ -194,6 +200,27 @@ async fn write_batch(
                     .push_bind(event.step.as_str())
                     .push_bind(event.level.as_str())
                     .push_bind(event.message.as_str());
+            });
+            insert.build().execute(&mut *tx).await?;
+        }
+
+        let first_jobs: Vec<(i64, NewJob, i64)> = stored
+            .iter()
+            .filter_map(|(call, seq)| call.first_job.map(|job| (*seq, job, ms(call.received_at))))
+            .collect();
+        if !first_jobs.is_empty() {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO jobs (call_seq, kind, state, max_attempts, run_after, created_at,
+                    updated_at) ",
+            );
+            insert.push_values(&first_jobs, |mut row, (seq, job, received)| {
+                row.push_bind(*seq)
+                    .push_bind(job.kind.as_str())
+                    .push_bind("queued")
+                    .push_bind(job.max_attempts)
+                    .push_bind(*received)
+                    .push_bind(*received)
+                    .push_bind(*received);
             });
             insert.build().execute(&mut *tx).await?;
         }

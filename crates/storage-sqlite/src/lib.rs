@@ -6,24 +6,29 @@
 //! concurrent read-then-write transactions would otherwise hit.
 
 mod group_commit;
+mod jobs;
 mod rows;
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rop_domain::store::{parse_stored_json, StoreResult};
 use rop_domain::{
-    AnalysisTable, ApiKey, ApiSecret, CallDetails, CallFilter, CallId, CallPage,
-    ConnectionSettings, DeletedCall, Manager, ManagerUpdate, NewCall, NewCallEvent, NewUser,
-    Office, OfficeId, OfficeUpdate, Store, StoreError, TableId, TableReadiness, UpsertCounts, User,
+    AnalysisTable, ApiKey, ApiSecret, CallDetails, CallFilter, CallId, CallPage, ClaimedJob,
+    ConnectionSettings, DeletedCall, JobKind, JobOutcome, Manager, ManagerUpdate, NewCall,
+    NewCallEvent, NewUser, Office, OfficeId, OfficeUpdate, Store, StoreError, TableId,
+    TableReadiness, UpsertCounts, User,
 };
 use serde_json::Value;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
+use tokio::sync::Notify;
 
+use jobs::insert_event;
 use rows::{backend, call_from_row, event_from_row, from_ms, manager_from_row, ms};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -35,6 +40,8 @@ pub struct SqliteStore {
     reader: SqlitePool,
     writer: SqlitePool,
     calls: group_commit::CallInserter,
+    /// Wakes this process's workers when a job is queued.
+    jobs_queued: Arc<Notify>,
 }
 
 impl SqliteStore {
@@ -66,11 +73,13 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .map_err(backend)?;
-        let calls = group_commit::CallInserter::start(writer.clone())?;
+        let jobs_queued = Arc::new(Notify::new());
+        let calls = group_commit::CallInserter::start(writer.clone(), jobs_queued.clone())?;
         Ok(Self {
             reader,
             writer,
             calls,
+            jobs_queued,
         })
     }
 }
@@ -98,25 +107,6 @@ async fn ensure_people(
         .await
         .map_err(backend)?;
     }
-    Ok(())
-}
-
-async fn insert_event(
-    tx: &mut Transaction<'_, Sqlite>,
-    call_seq: i64,
-    event: &NewCallEvent,
-) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO call_events (call_seq, at, step, level, message) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(call_seq)
-    .bind(ms(event.at))
-    .bind(&event.step)
-    .bind(event.level.as_str())
-    .bind(&event.message)
-    .execute(&mut **tx)
-    .await
-    .map_err(backend)?;
     Ok(())
 }
 
@@ -281,9 +271,18 @@ impl Store for SqliteStore {
             let data: Value = parse_stored_json(&data)?;
             tables.insert(row.try_get("table_id").map_err(backend)?, data);
         }
+        let jobs = sqlx::query("SELECT * FROM jobs WHERE call_seq = $1 ORDER BY id")
+            .bind(call.seq)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(jobs::record_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
         Ok(Some(CallDetails {
             call,
             history,
+            jobs,
             tables,
         }))
     }
@@ -369,6 +368,58 @@ impl Store for SqliteStore {
         let seq = seq.ok_or(StoreError::NotFound)?;
         insert_event(&mut tx, seq, event).await?;
         tx.commit().await.map_err(backend)
+    }
+
+    async fn set_downloaded_audio(&self, call_id: &CallId, blob_key: &str) -> StoreResult<()> {
+        let updated = sqlx::query("UPDATE calls SET audio_blob_key = $2 WHERE call_id = $1")
+            .bind(call_id.as_str())
+            .bind(blob_key)
+            .execute(&self.writer)
+            .await
+            .map_err(backend)?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn claim_job(
+        &self,
+        worker: &str,
+        kinds: &[JobKind],
+        lease_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<ClaimedJob>> {
+        jobs::claim(&self.writer, worker, kinds, lease_until, now).await
+    }
+
+    async fn extend_lease(&self, job: &ClaimedJob, until: DateTime<Utc>) -> StoreResult<bool> {
+        jobs::extend_lease(&self.writer, job, until).await
+    }
+
+    async fn finish_job(
+        &self,
+        job: &ClaimedJob,
+        outcome: &JobOutcome,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let finished = jobs::finish(&self.writer, job, outcome, now).await?;
+        if finished && matches!(outcome, JobOutcome::Done { next: Some(_), .. }) {
+            self.jobs_queued.notify_waiters();
+        }
+        Ok(finished)
+    }
+
+    async fn claim_abandoned_jobs(
+        &self,
+        worker: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<ClaimedJob>> {
+        jobs::claim_abandoned(&self.writer, worker, now).await
+    }
+
+    async fn wait_for_jobs(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.jobs_queued.notified()).await;
     }
 
     async fn upsert_managers(

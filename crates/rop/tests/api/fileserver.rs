@@ -11,6 +11,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
+use futures_util::StreamExt;
 
 pub struct FileServer {
     pub addr: SocketAddr,
@@ -103,7 +104,43 @@ struct Target {
 
 pub async fn start() -> FileServer {
     let hits = Arc::new(AtomicUsize::new(0));
+    let once_served = Arc::new(AtomicUsize::new(0));
     let app = Router::new()
+        .route(
+            // Audio for the upload's probe, gone by the time it is downloaded.
+            "/once.wav",
+            get(move |h: HeaderMap| async move {
+                if once_served.fetch_add(1, Ordering::SeqCst) == 0 {
+                    ranged(&h, wav(2, true), "audio/wav")
+                } else {
+                    StatusCode::GONE.into_response()
+                }
+            }),
+        )
+        .route(
+            // The head at once (so the probe passes), the rest over ~4 s.
+            "/slow.wav",
+            get(|h: HeaderMap| async move {
+                if h.contains_key(header::RANGE) {
+                    return ranged(&h, wav(2, true), "audio/wav");
+                }
+                let whole = wav(2, true);
+                let chunks: Vec<Vec<u8>> = whole.chunks(4096).map(<[u8]>::to_vec).collect();
+                let stream = futures_util::stream::iter(chunks.into_iter().enumerate()).then(
+                    |(n, chunk)| async move {
+                        if n > 0 {
+                            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                        }
+                        Ok::<_, std::io::Error>(chunk)
+                    },
+                );
+                (
+                    [(header::CONTENT_TYPE, "audio/wav")],
+                    axum::body::Body::from_stream(stream),
+                )
+                    .into_response()
+            }),
+        )
         .route(
             "/call.wav",
             get(|h: HeaderMap| async move { ranged(&h, wav(2, true), "audio/wav") }),

@@ -153,7 +153,9 @@ impl Drop for TestApp {
 }
 
 /// Settings that make sense for most tests: loopback audio links allowed (the
-/// test file server is on loopback), no rate limit, a short probe timeout.
+/// test file server is on loopback), no rate limit, a short probe timeout,
+/// and no workers, so that a call stays as the API stored it (the pipeline
+/// tests turn them on).
 pub fn test_config(dir: &std::path::Path) -> Config {
     Config {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -161,6 +163,7 @@ pub fn test_config(dir: &std::path::Path) -> Config {
         fetch_allow_loopback: true,
         rate_limit_per_minute: 0,
         probe_timeout_ms: 1500,
+        worker_concurrency: 0,
         ..Config::default()
     }
 }

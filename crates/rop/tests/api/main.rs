@@ -9,5 +9,6 @@ mod fileserver;
 mod guard;
 mod malformed;
 mod ops;
+mod pipeline;
 mod settings;
 mod upload;
