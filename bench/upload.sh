@@ -72,7 +72,7 @@ API_KEY=$(clean_env "$ROP" api-key show --data-dir "$DATA_DIR")
 echo "==> starting rop serve on $BASE (data: $DATA_DIR)" >&2
 # `env` execs the server, so $! is the server's own pid.
 env ${unset_rop[@]+"${unset_rop[@]}"} RUST_LOG=warn \
-    ROP_RATE_LIMIT_PER_MINUTE=0 ROP_FETCH_ALLOW_LOOPBACK=true \
+    ROP_RATE_LIMIT_PER_MINUTE=0 ROP_FETCH_ALLOW_LOOPBACK=true ROP_WORKER_CONCURRENCY=0 \
     "$ROP" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA_DIR" \
     >"$DATA_DIR/server.log" 2>&1 &
 SERVER_PID=$!
