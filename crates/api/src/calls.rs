@@ -201,7 +201,7 @@ pub async fn delete_call(
         .delete_call(&call_id)
         .await?
         .ok_or_else(call_not_found)?;
-    if let Some(key) = deleted.blob_key {
+    for key in deleted.blob_keys {
         // The row is gone already; a leftover file is only wasted space.
         if let Err(error) = state.blobs.delete(&key).await {
             tracing::warn!(%error, %call_id, "audio of a deleted call was not removed");

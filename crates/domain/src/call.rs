@@ -261,7 +261,8 @@ pub struct CallDetails {
 /// What a deletion removed, so the caller can delete the audio too.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeletedCall {
-    pub blob_key: Option<String>,
+    /// The uploaded file and the downloaded recording, whichever exist.
+    pub blob_keys: Vec<String>,
 }
 
 /// Filters of `GET /api/v1/calls`. Every field narrows the result.

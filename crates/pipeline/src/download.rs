@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use rop_blob::BlobStore;
-use rop_domain::{Call, JobKind, Store};
+use rop_domain::{Call, JobKind, Store, StoreError};
 use rop_fetch::{download_to_file, DownloadError, DownloadLimits, GuardedClient};
 use url::Url;
 
@@ -62,7 +62,19 @@ impl Step for DownloadStep {
             let _ = tokio::fs::remove_file(&staged).await;
         }
         stored.map_err(|error| StepError::Transient(format!("blob store: {error}")))?;
-        self.store.set_downloaded_audio(&call.call_id, &key).await?;
+        match self.store.set_downloaded_audio(&call.call_id, &key).await {
+            Ok(()) => {}
+            Err(StoreError::NotFound) => {
+                // Deleted while downloading: its job is gone too, and the
+                // file must not outlive it.
+                let _ = self.blobs.delete(&key).await;
+                return Err(StepError::Permanent {
+                    code: "deleted".into(),
+                    message: "Звонок удалён во время скачивания".into(),
+                });
+            }
+            Err(error) => return Err(error.into()),
+        }
         Ok(StepDone {
             next,
             message: format!(

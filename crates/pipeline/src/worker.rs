@@ -277,9 +277,10 @@ impl Workers {
             let outcome = JobOutcome::Failed {
                 reason: "worker_lost".into(),
                 message: format!(
-                    "Обработчик прерывался на шаге «{}» {} раз подряд; звонок не обработан",
+                    "Обработчик пропал во время последней попытки ({} из {}) шага «{}»; звонок не обработан",
+                    job.attempt,
+                    job.max_attempts,
                     step_title(job.kind),
-                    job.attempt
                 ),
             };
             if let Err(error) = self.store.finish_job(&job, &outcome, Utc::now()).await {

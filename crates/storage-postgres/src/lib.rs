@@ -396,14 +396,17 @@ impl Store for PostgresStore {
     }
 
     async fn delete_call(&self, call_id: &CallId) -> StoreResult<Option<DeletedCall>> {
-        let row = sqlx::query("DELETE FROM calls WHERE call_id = $1 RETURNING blob_key")
-            .bind(call_id.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
+        let row =
+            sqlx::query("DELETE FROM calls WHERE call_id = $1 RETURNING blob_key, audio_blob_key")
+                .bind(call_id.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)?;
         row.map(|row| {
+            let uploaded: Option<String> = row.try_get("blob_key").map_err(backend)?;
+            let downloaded: Option<String> = row.try_get("audio_blob_key").map_err(backend)?;
             Ok(DeletedCall {
-                blob_key: row.try_get("blob_key").map_err(backend)?,
+                blob_keys: uploaded.into_iter().chain(downloaded).collect(),
             })
         })
         .transpose()

@@ -82,6 +82,14 @@ async fn a_linked_call_is_downloaded_into_the_blob_store(backend: Backend) {
         .path();
     assert_eq!(std::fs::read(stored).unwrap(), wav(2, true));
     assert_eq!(files.hits(), 2, "one probe, one download");
+
+    let response = app.delete("/api/v1/calls/dl").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        app.files_in("blobs"),
+        0,
+        "the downloaded audio goes with the call"
+    );
 }
 
 async fn an_uploaded_file_is_not_downloaded_again(backend: Backend) {
