@@ -104,6 +104,32 @@ pub fn forbidden_cause(error: &reqwest::Error) -> Option<&Forbidden> {
     None
 }
 
+/// What a failed request means for the caller: the guard refused it, or it
+/// is worth trying again later. Probe and download judge alike through this.
+pub(crate) enum RequestFailure<'a> {
+    Forbidden(&'a Forbidden),
+    Transient(String),
+}
+
+pub(crate) fn classify_failure(error: &reqwest::Error) -> RequestFailure<'_> {
+    if let Some(forbidden) = forbidden_cause(error) {
+        return RequestFailure::Forbidden(forbidden);
+    }
+    let chain = error_chain(error);
+    RequestFailure::Transient(if error.is_redirect() {
+        format!("redirect failed: {chain}")
+    } else {
+        chain
+    })
+}
+
+/// Statuses that say "not now" rather than "never": 5xx, 408, 429.
+pub(crate) fn is_transient_status(status: reqwest::StatusCode) -> bool {
+    status.is_server_error()
+        || status == reqwest::StatusCode::REQUEST_TIMEOUT
+        || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+}
+
 /// reqwest's own message is often just "error sending request"; the cause
 /// that says what went wrong is further down the chain.
 pub(crate) fn error_chain(error: &dyn StdError) -> String {

@@ -9,11 +9,10 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use reqwest::header::CONTENT_TYPE;
-use reqwest::StatusCode;
 use tokio::io::AsyncWriteExt;
 use url::Url;
 
-use crate::client::{error_chain, forbidden_cause, GuardedClient};
+use crate::client::{classify_failure, is_transient_status, GuardedClient, RequestFailure};
 use crate::sniff::{sniff, AudioFormat, Sniffed};
 
 /// Enough of the head for every format `sniff` knows; the same amount the
@@ -112,10 +111,7 @@ async fn fetch(
         .await
         .map_err(|error| request_failure(&error))?;
     let status = response.status();
-    if status.is_server_error()
-        || status == StatusCode::REQUEST_TIMEOUT
-        || status == StatusCode::TOO_MANY_REQUESTS
-    {
+    if is_transient_status(status) {
         return Err(DownloadError::Transient(format!(
             "the source answered {status}"
         )));
@@ -234,13 +230,12 @@ impl Drop for PartialFile<'_> {
 }
 
 fn request_failure(error: &reqwest::Error) -> DownloadError {
-    if let Some(forbidden) = forbidden_cause(error) {
-        return DownloadError::permanent("forbidden_url", forbidden.to_string());
+    match classify_failure(error) {
+        RequestFailure::Forbidden(forbidden) => {
+            DownloadError::permanent("forbidden_url", forbidden.to_string())
+        }
+        RequestFailure::Transient(detail) => DownloadError::Transient(detail),
     }
-    if error.is_redirect() {
-        return DownloadError::Transient(format!("redirect failed: {}", error_chain(error)));
-    }
-    DownloadError::Transient(error_chain(error))
 }
 
 fn local_failure(error: &io::Error) -> DownloadError {

@@ -9,7 +9,7 @@ use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, RANGE};
 use reqwest::StatusCode;
 use url::Url;
 
-use crate::client::{error_chain, forbidden_cause, GuardedClient};
+use crate::client::{classify_failure, is_transient_status, GuardedClient, RequestFailure};
 use crate::guard::Forbidden;
 use crate::sniff::{sniff, AudioFormat, Sniffed};
 
@@ -64,10 +64,7 @@ async fn probe_inner(client: &GuardedClient, url: &Url, max_bytes: u64) -> Probe
         Err(error) => return request_failure(&error),
     };
     let status = response.status();
-    if status.is_server_error()
-        || status == StatusCode::REQUEST_TIMEOUT
-        || status == StatusCode::TOO_MANY_REQUESTS
-    {
+    if is_transient_status(status) {
         return ProbeOutcome::Transient(format!("the source answered {status}"));
     }
     if status == StatusCode::RANGE_NOT_SATISFIABLE {
@@ -107,13 +104,10 @@ async fn probe_inner(client: &GuardedClient, url: &Url, max_bytes: u64) -> Probe
 }
 
 fn request_failure(error: &reqwest::Error) -> ProbeOutcome {
-    if let Some(forbidden) = forbidden_cause(error) {
-        return ProbeOutcome::Forbidden(forbidden.clone());
+    match classify_failure(error) {
+        RequestFailure::Forbidden(forbidden) => ProbeOutcome::Forbidden(forbidden.clone()),
+        RequestFailure::Transient(detail) => ProbeOutcome::Transient(detail),
     }
-    if error.is_redirect() {
-        return ProbeOutcome::Transient(format!("redirect failed: {error}"));
-    }
-    ProbeOutcome::Transient(error_chain(error))
 }
 
 /// Whole-file size from `Content-Range: bytes 0-8191/123456` (206) or from
