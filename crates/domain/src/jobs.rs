@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 
 use crate::call::{CallStatus, NewCallEvent};
 use crate::id::CallId;
+use crate::transcript::{AudioFacts, Transcript};
 
 /// The steps of the pipeline, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
@@ -135,7 +136,11 @@ pub enum JobOutcome {
     Done {
         next: Option<NewJob>,
         event: NewCallEvent,
+        output: StepOutput,
     },
+    /// The call turned out not to need processing (shorter than the
+    /// minimum): the job is done and the call `skipped`.
+    Skipped { reason: String, event: NewCallEvent },
     /// Try again at `at` (the caller has checked attempts are left).
     Retry {
         at: DateTime<Utc>,
@@ -152,6 +157,17 @@ pub enum JobOutcome {
         /// For people, Russian.
         message: String,
     },
+}
+
+/// What a step produced, stored in the same transaction that finishes its
+/// job: a worker that lost its lease writes nothing, so a result exists
+/// once however many times the step ran.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum StepOutput {
+    #[default]
+    Nothing,
+    Audio(AudioFacts),
+    Transcript(Box<Transcript>),
 }
 
 /// A job as `GET /api/v1/calls/{id}` shows it.

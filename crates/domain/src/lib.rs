@@ -12,6 +12,7 @@ pub mod people;
 pub mod settings;
 pub mod store;
 pub mod tables;
+pub mod transcript;
 pub mod users;
 
 pub use call::{
@@ -19,10 +20,11 @@ pub use call::{
     Direction, EventLevel, NewCall, NewCallEvent,
 };
 pub use id::{CallId, InvalidId, ManagerId, OfficeId, TableId, MAX_ID_CHARS};
-pub use jobs::{ClaimedJob, JobKind, JobOutcome, JobRecord, JobState, NewJob};
+pub use jobs::{ClaimedJob, JobKind, JobOutcome, JobRecord, JobState, NewJob, StepOutput};
 pub use keys::{ApiKey, ApiSecret};
 pub use people::{Manager, ManagerUpdate, Office, OfficeUpdate, UpsertCounts};
 pub use settings::ConnectionSettings;
 pub use store::{Store, StoreError};
 pub use tables::{AnalysisTable, TableReadiness};
+pub use transcript::{AudioFacts, ConversationMetrics, Segment, SpeakerRole, Transcript, Word};
 pub use users::{NewUser, Role, User};

@@ -28,13 +28,9 @@ impl Step for DownloadStep {
     }
 
     async fn run(&self, call: &Call) -> Result<StepDone, StepError> {
-        let next = Some(JobKind::Decode);
         if call.audio_blob.is_some() {
             // An uploaded file, or a download recorded by an earlier run.
-            return Ok(StepDone {
-                next,
-                message: "Запись уже в хранилище".into(),
-            });
+            return Ok(StepDone::then(JobKind::Decode, "Запись уже в хранилище"));
         }
         let link = call
             .audio_url
@@ -75,14 +71,14 @@ impl Step for DownloadStep {
             }
             Err(error) => return Err(error.into()),
         }
-        Ok(StepDone {
-            next,
-            message: format!(
+        Ok(StepDone::then(
+            JobKind::Decode,
+            format!(
                 "Запись скачана: {}, {} байт",
                 downloaded.format.name(),
                 downloaded.bytes
             ),
-        })
+        ))
     }
 }
 

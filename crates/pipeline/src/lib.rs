@@ -6,8 +6,13 @@
 //! what one step produces, the next reads back from storage, so a step can
 //! run on any worker, in any process, any number of times.
 
+mod audio;
+mod decode;
 mod download;
+mod transcribe;
 mod worker;
 
+pub use decode::DecodeStep;
 pub use download::DownloadStep;
-pub use worker::{Step, StepDone, StepError, WorkerConfig, Workers};
+pub use transcribe::TranscribeStep;
+pub use worker::{Next, Step, StepDone, StepError, WorkerConfig, Workers};

@@ -10,7 +10,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rand::Rng;
-use rop_domain::{Call, ClaimedJob, JobKind, JobOutcome, NewCallEvent, NewJob, Store, StoreError};
+use rop_domain::{
+    Call, ClaimedJob, JobKind, JobOutcome, NewCallEvent, NewJob, StepOutput, Store, StoreError,
+};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
@@ -26,10 +28,38 @@ pub trait Step: Send + Sync + 'static {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepDone {
-    /// The step to queue next; `None` finishes the call.
-    pub next: Option<JobKind>,
+    pub next: Next,
     /// A line for the call's history, in Russian.
     pub message: String,
+    /// Stored together with the job's end, so it exists exactly once.
+    pub output: StepOutput,
+}
+
+impl StepDone {
+    pub fn then(next: JobKind, message: impl Into<String>) -> Self {
+        Self {
+            next: Next::Step(next),
+            message: message.into(),
+            output: StepOutput::Nothing,
+        }
+    }
+
+    pub fn with_output(mut self, output: StepOutput) -> Self {
+        self.output = output;
+        self
+    }
+}
+
+/// Where the call goes after a successful step.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Next {
+    Step(JobKind),
+    /// Nothing left to do: the call is `done`.
+    Finish,
+    /// The call needs no processing after all (shorter than the minimum).
+    Skip {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -226,12 +256,24 @@ impl Workers {
     ) -> JobOutcome {
         let step = job.kind.as_str();
         match result {
+            Ok(StepDone {
+                next: Next::Skip { reason },
+                message,
+                ..
+            }) => JobOutcome::Skipped {
+                reason,
+                event: NewCallEvent::info(now, step, message),
+            },
             Ok(done) => JobOutcome::Done {
-                next: done.next.map(|kind| NewJob {
-                    kind,
-                    max_attempts: self.config.max_attempts,
-                }),
+                next: match done.next {
+                    Next::Step(kind) => Some(NewJob {
+                        kind,
+                        max_attempts: self.config.max_attempts,
+                    }),
+                    _ => None,
+                },
                 event: NewCallEvent::info(now, step, done.message),
+                output: done.output,
             },
             Err(StepError::Transient(error)) if job.attempt < job.max_attempts => {
                 let at = now + retry_delay(&self.config, job.attempt);
@@ -314,6 +356,7 @@ fn step_title(kind: JobKind) -> &'static str {
 fn outcome_name(outcome: &JobOutcome) -> &'static str {
     match outcome {
         JobOutcome::Done { .. } => "done",
+        JobOutcome::Skipped { .. } => "skipped",
         JobOutcome::Retry { .. } => "retry",
         JobOutcome::Failed { .. } => "failed",
         JobOutcome::Released { .. } => "released",

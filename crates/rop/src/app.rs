@@ -11,16 +11,18 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context};
 use rop_api::{AppState, Limits, RateLimit};
-use rop_blob::{BlobStore, LocalDirStore};
+use rop_asr::{AsrEngine, OpenAiConfig, OpenAiEngine, WhisperConfig, WhisperEngine};
+use rop_audio::DecodeLimits;
+use rop_blob::BlobStore;
 use rop_domain::Store;
 use rop_fetch::{ClientConfig, DownloadLimits, GuardedClient, UrlGuard};
-use rop_pipeline::{DownloadStep, WorkerConfig, Workers};
+use rop_pipeline::{DecodeStep, DownloadStep, TranscribeStep, WorkerConfig, Workers};
 use rop_storage_postgres::PostgresStore;
 use rop_storage_sqlite::SqliteStore;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::{redact_url, Config};
+use crate::config::{redact_url, AsrEngineKind, Config};
 use crate::keys::generate_api_key;
 
 /// Opens the storage backend the URL names and applies its migrations.
@@ -94,7 +96,7 @@ impl Core {
             .await
             .with_context(|| format!("cannot create {}", staging_dir.display()))?;
         remove_stale_staging(&staging_dir).await;
-        let blobs = LocalDirStore::open_dir(config.data_dir.join("blobs"))
+        let blobs = rop_blob::open_blob_store(&config.blob_store_spec())
             .await
             .context("cannot open the blob store")?;
 
@@ -108,7 +110,7 @@ impl Core {
         });
         Ok(Self {
             store,
-            blobs: Arc::new(blobs),
+            blobs,
             http,
             guard,
             staging_dir,
@@ -116,7 +118,24 @@ impl Core {
     }
 
     /// The workers of this process, with every step this build can run.
-    fn workers(&self, config: &Config) -> Arc<Workers> {
+    fn workers(&self, config: &Config) -> anyhow::Result<Arc<Workers>> {
+        let engine = speech_engine(config)?;
+        let decode_limits = DecodeLimits {
+            max_duration: Duration::from_secs(u64::from(config.max_duration_secs)),
+        };
+        let decode = DecodeStep {
+            store: self.store.clone(),
+            blobs: self.blobs.clone(),
+            limits: decode_limits,
+        };
+        let transcribe = TranscribeStep {
+            store: self.store.clone(),
+            blobs: self.blobs.clone(),
+            engine,
+            limits: decode_limits,
+            // Analysis (issue 4) is not built yet: a transcribed call is done.
+            next: None,
+        };
         let download = DownloadStep {
             store: self.store.clone(),
             blobs: self.blobs.clone(),
@@ -134,12 +153,51 @@ impl Core {
             retry_base: Duration::from_secs(config.retry_base_secs),
             ..WorkerConfig::default()
         };
-        Arc::new(Workers::new(
+        Ok(Arc::new(Workers::new(
             self.store.clone(),
-            vec![Arc::new(download)],
+            vec![Arc::new(download), Arc::new(decode), Arc::new(transcribe)],
             worker_config,
-        ))
+        )))
     }
+}
+
+/// The configured speech recogniser, loaded once per process.
+pub fn speech_engine(config: &Config) -> anyhow::Result<Arc<dyn AsrEngine>> {
+    Ok(match config.asr_engine {
+        AsrEngineKind::Whisper => {
+            let threads = match config.asr_threads {
+                0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+                n => n,
+            };
+            let engine = WhisperEngine::load(WhisperConfig {
+                model: config.whisper_model(),
+                vad_model: config.vad_model(),
+                language: config.asr_language.clone(),
+                threads,
+                parallel: 1,
+                short_context: config.asr_short_context,
+            })
+            .context("распознавание речи не готово")?;
+            tracing::info!(model = %config.whisper_model().display(), threads, "whisper.cpp loaded");
+            Arc::new(engine)
+        }
+        AsrEngineKind::OpenAi => {
+            let url = config
+                .asr_url
+                .as_deref()
+                .context("asr_url is required for the openai engine")?;
+            Arc::new(
+                OpenAiEngine::new(OpenAiConfig {
+                    base_url: url::Url::parse(url).context("asr_url")?,
+                    api_key: config.asr_api_key.clone(),
+                    model: config.asr_remote_model.clone(),
+                    language: config.asr_language.clone(),
+                    timeout: Duration::from_secs(config.asr_timeout_secs),
+                })
+                .context("распознавание речи не готово")?,
+            )
+        }
+    })
 }
 
 /// A server ready to accept connections: the API, and the workers unless
@@ -155,7 +213,11 @@ impl Server {
     /// to port 0 (tests).
     pub async fn build(config: &Config, listener: TcpListener) -> anyhow::Result<Self> {
         let core = Core::open(config).await?;
-        let workers = (config.worker_concurrency > 0).then(|| core.workers(config));
+        let workers = if config.worker_concurrency > 0 {
+            Some(core.workers(config)?)
+        } else {
+            None
+        };
         let state = AppState {
             store: core.store,
             blobs: core.blobs,
@@ -213,7 +275,7 @@ pub async fn run_workers(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let core = Core::open(config).await?;
-    let workers = core.workers(config);
+    let workers = core.workers(config)?;
     let (stop, stopped) = watch::channel(false);
     let running = tokio::spawn(workers.run(stopped));
     shutdown.await;

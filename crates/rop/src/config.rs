@@ -43,8 +43,61 @@ pub struct Config {
     pub retry_base_secs: u64,
     /// Longest time one download of a recording may take.
     pub download_timeout_secs: u64,
+    /// Speech recognition: `whisper` (whisper.cpp in this process) or
+    /// `openai` (a server with OpenAI's `/v1/audio/transcriptions`).
+    pub asr_engine: AsrEngineKind,
+    /// whisper.cpp model file [default: `ggml-base.bin` in the models directory].
+    pub asr_model: Option<PathBuf>,
+    /// Skip silence with the Silero VAD model (`ggml-silero-v6.2.0.bin` in
+    /// the models directory).
+    pub asr_vad: bool,
+    /// Language of the calls: `ru`, `en`, … or `auto`.
+    pub asr_language: String,
+    /// Threads of one transcription; 0 = every core.
+    pub asr_threads: usize,
+    /// Shrink Whisper's encoder context to each utterance's length (faster
+    /// on phone calls, slightly less accurate).
+    pub asr_short_context: bool,
+    /// `openai` engine: the API root, e.g. `http://asr:8000/v1/`.
+    pub asr_url: Option<String>,
+    /// `openai` engine: bearer token, when the server wants one.
+    pub asr_api_key: Option<String>,
+    /// `openai` engine: model name the server knows.
+    pub asr_remote_model: String,
+    /// `openai` engine: time limit of one request.
+    pub asr_timeout_secs: u64,
+    /// Where recordings are kept: `local` (`<data_dir>/blobs`) or `s3` (a
+    /// bucket that every `serve` and `worker` host of the installation shares).
+    pub blob_store: BlobStoreKind,
+    pub s3_bucket: Option<String>,
+    pub s3_region: String,
+    /// Root URL of an S3-compatible server (MinIO, Ceph, Yandex Object
+    /// Storage, …); unset for AWS itself.
+    pub s3_endpoint: Option<String>,
+    pub s3_access_key_id: Option<String>,
+    pub s3_secret_access_key: Option<String>,
+    /// Objects go under `<prefix>/audio/…` inside the bucket.
+    pub s3_prefix: Option<String>,
+    /// Allow a plain-HTTP `s3_endpoint` (a server on the same host or LAN).
+    pub s3_allow_http: bool,
+    /// `<bucket>.<endpoint>` addressing instead of `<endpoint>/<bucket>`.
+    pub s3_virtual_hosted_style: bool,
     /// Log filter, e.g. `info` or `rop=debug,info` (`RUST_LOG` wins).
     pub log: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobStoreKind {
+    Local,
+    S3,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AsrEngineKind {
+    Whisper,
+    OpenAi,
 }
 
 impl Default for Config {
@@ -65,6 +118,25 @@ impl Default for Config {
             job_lease_secs: 60,
             retry_base_secs: 10,
             download_timeout_secs: 600,
+            asr_engine: AsrEngineKind::Whisper,
+            asr_model: None,
+            asr_vad: true,
+            asr_language: "ru".to_owned(),
+            asr_threads: 0,
+            asr_short_context: true,
+            asr_url: None,
+            asr_api_key: None,
+            asr_remote_model: "whisper-1".to_owned(),
+            asr_timeout_secs: 600,
+            blob_store: BlobStoreKind::Local,
+            s3_bucket: None,
+            s3_region: "us-east-1".to_owned(),
+            s3_endpoint: None,
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+            s3_prefix: None,
+            s3_allow_http: false,
+            s3_virtual_hosted_style: false,
             log: "info".to_owned(),
         }
     }
@@ -105,13 +177,90 @@ impl Config {
             Some("job_lease_secs: не меньше 3 секунд")
         } else if self.download_timeout_secs == 0 {
             Some("download_timeout_secs: должно быть больше нуля")
+        } else if self.asr_engine == AsrEngineKind::OpenAi && self.asr_url.is_none() {
+            Some("asr_url: движок openai требует адрес сервера распознавания")
+        } else if self
+            .asr_url
+            .as_deref()
+            .is_some_and(|url| url::Url::parse(url).is_err())
+        {
+            Some("asr_url: некорректный адрес")
+        } else if self.asr_timeout_secs == 0 {
+            Some("asr_timeout_secs: должно быть больше нуля")
         } else {
-            None
+            self.s3_problem()
         };
         match problem {
             Some(problem) => Err(Box::new(figment::Error::from(problem.to_owned()))),
             None => Ok(self),
         }
+    }
+
+    /// What an `s3` blob store needs and a wrong value that would otherwise
+    /// surface only at the first upload.
+    fn s3_problem(&self) -> Option<&'static str> {
+        if self.blob_store != BlobStoreKind::S3 {
+            return None;
+        }
+        let given = |value: &Option<String>| value.as_deref().is_some_and(|v| !v.trim().is_empty());
+        let endpoint = self.s3_endpoint.as_deref().map(url::Url::parse);
+        if !given(&self.s3_bucket) {
+            Some("s3_bucket: хранилище s3 требует имя бакета")
+        } else if !given(&self.s3_access_key_id) || !given(&self.s3_secret_access_key) {
+            Some("s3_access_key_id, s3_secret_access_key: хранилище s3 требует ключи доступа")
+        } else if matches!(&endpoint, Some(Err(_)))
+            || matches!(&endpoint, Some(Ok(url)) if !matches!(url.scheme(), "http" | "https"))
+        {
+            Some("s3_endpoint: некорректный адрес, нужен http(s)://…")
+        } else if matches!(&endpoint, Some(Ok(url)) if url.scheme() == "http")
+            && !self.s3_allow_http
+        {
+            Some("s3_endpoint: адрес http:// без шифрования — включите s3_allow_http, если это намеренно")
+        } else {
+            None
+        }
+    }
+
+    /// The blob store these settings describe; `validated` has checked it.
+    pub fn blob_store_spec(&self) -> rop_blob::BlobStoreSpec {
+        match self.blob_store {
+            BlobStoreKind::Local => rop_blob::BlobStoreSpec::LocalDir(self.data_dir.join("blobs")),
+            BlobStoreKind::S3 => {
+                let text = |value: &Option<String>| value.clone().unwrap_or_default();
+                rop_blob::BlobStoreSpec::S3(Box::new(rop_blob::S3Config {
+                    bucket: text(&self.s3_bucket),
+                    region: self.s3_region.clone(),
+                    endpoint: self
+                        .s3_endpoint
+                        .as_deref()
+                        .and_then(|u| url::Url::parse(u).ok()),
+                    access_key_id: text(&self.s3_access_key_id),
+                    secret_access_key: text(&self.s3_secret_access_key),
+                    prefix: self.s3_prefix.clone(),
+                    allow_http: self.s3_allow_http,
+                    virtual_hosted_style: self.s3_virtual_hosted_style,
+                    // Downloads for decoding land next to the other staged
+                    // files, on the data disk rather than a small /tmp.
+                    staging_dir: Some(self.data_dir.join("staging")),
+                }))
+            }
+        }
+    }
+
+    /// The whisper.cpp model: the configured file, or the one `rop models
+    /// install` puts in the models directory.
+    pub fn whisper_model(&self) -> PathBuf {
+        self.asr_model.clone().unwrap_or_else(|| {
+            rop_models::model_path(&self.models_dir, rop_models::WHISPER_BASE)
+                .unwrap_or_else(|| self.models_dir.join("ggml-base.bin"))
+        })
+    }
+
+    pub fn vad_model(&self) -> Option<PathBuf> {
+        self.asr_vad.then(|| {
+            rop_models::model_path(&self.models_dir, rop_models::SILERO_VAD)
+                .unwrap_or_else(|| self.models_dir.join("ggml-silero-v6.2.0.bin"))
+        })
     }
 
     pub fn database_url(&self) -> String {
@@ -151,6 +300,27 @@ impl fmt::Debug for Config {
             .field("job_lease_secs", &self.job_lease_secs)
             .field("retry_base_secs", &self.retry_base_secs)
             .field("download_timeout_secs", &self.download_timeout_secs)
+            .field("asr_engine", &self.asr_engine)
+            .field("asr_model", &self.asr_model)
+            .field("asr_vad", &self.asr_vad)
+            .field("asr_language", &self.asr_language)
+            .field("asr_threads", &self.asr_threads)
+            .field("asr_short_context", &self.asr_short_context)
+            .field("asr_url", &self.asr_url)
+            .field("asr_api_key", &self.asr_api_key.as_ref().map(|_| "***"))
+            .field("asr_remote_model", &self.asr_remote_model)
+            .field("blob_store", &self.blob_store)
+            .field("s3_bucket", &self.s3_bucket)
+            .field("s3_region", &self.s3_region)
+            .field("s3_endpoint", &self.s3_endpoint.as_deref().map(redact_url))
+            .field("s3_access_key_id", &self.s3_access_key_id)
+            .field(
+                "s3_secret_access_key",
+                &self.s3_secret_access_key.as_ref().map(|_| "***"),
+            )
+            .field("s3_prefix", &self.s3_prefix)
+            .field("s3_allow_http", &self.s3_allow_http)
+            .field("s3_virtual_hosted_style", &self.s3_virtual_hosted_style)
             .finish()
     }
 }
@@ -201,17 +371,62 @@ mod tests {
     #[test]
     fn settings_that_cannot_work_are_refused() {
         figment::Jail::expect_with(|jail| {
-            for (name, value, key) in [
-                ("ROP_JOB_ATTEMPTS", "0", "job_attempts"),
-                ("ROP_JOB_LEASE_SECS", "1", "job_lease_secs"),
-                ("ROP_DOWNLOAD_TIMEOUT_SECS", "0", "download_timeout_secs"),
+            for (name, value, key, good) in [
+                ("ROP_JOB_ATTEMPTS", "0", "job_attempts", "5"),
+                ("ROP_JOB_LEASE_SECS", "1", "job_lease_secs", "60"),
+                (
+                    "ROP_DOWNLOAD_TIMEOUT_SECS",
+                    "0",
+                    "download_timeout_secs",
+                    "60",
+                ),
+                ("ROP_ASR_ENGINE", "openai", "asr_url", "whisper"),
+                (
+                    "ROP_ASR_URL",
+                    "not a url",
+                    "asr_url",
+                    "http://127.0.0.1:9/v1/",
+                ),
+                ("ROP_ASR_TIMEOUT_SECS", "0", "asr_timeout_secs", "60"),
+                ("ROP_BLOB_STORE", "s3", "s3_bucket", "local"),
             ] {
                 jail.set_env(name, value);
                 let error = Config::load(None, &Overrides::default()).unwrap_err();
                 assert!(error.to_string().contains(key), "{error}");
-                jail.set_env(name, "60");
+                jail.set_env(name, good);
             }
             assert!(Config::load(None, &Overrides::default()).is_ok());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn s3_blob_store_needs_a_bucket_keys_and_a_usable_endpoint() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ROP_BLOB_STORE", "s3");
+            jail.set_env("ROP_S3_BUCKET", "calls");
+            let error = Config::load(None, &Overrides::default()).unwrap_err();
+            assert!(error.to_string().contains("s3_access_key_id"), "{error}");
+            jail.set_env("ROP_S3_ACCESS_KEY_ID", "id");
+            jail.set_env("ROP_S3_SECRET_ACCESS_KEY", "secret");
+            jail.set_env("ROP_S3_ENDPOINT", "minio:9000");
+            let error = Config::load(None, &Overrides::default()).unwrap_err();
+            assert!(error.to_string().contains("s3_endpoint"), "{error}");
+            jail.set_env("ROP_S3_ENDPOINT", "http://minio:9000");
+            let error = Config::load(None, &Overrides::default()).unwrap_err();
+            assert!(error.to_string().contains("s3_allow_http"), "{error}");
+            jail.set_env("ROP_S3_ALLOW_HTTP", "true");
+            jail.set_env("ROP_S3_PREFIX", "office-1");
+            let config = Config::load(None, &Overrides::default()).unwrap();
+            match config.blob_store_spec() {
+                rop_blob::BlobStoreSpec::S3(s3) => {
+                    assert_eq!(s3.bucket, "calls");
+                    assert_eq!(s3.endpoint.unwrap().as_str(), "http://minio:9000/");
+                    assert_eq!(s3.prefix.as_deref(), Some("office-1"));
+                    assert!(s3.allow_http);
+                }
+                other => panic!("{other:?}"),
+            }
             Ok(())
         });
     }
@@ -220,8 +435,13 @@ mod tests {
     fn debug_output_hides_database_password() {
         let config = Config {
             database_url: Some("postgres://rop:hunter2@db/rop".into()),
+            asr_api_key: Some("sk-secret".into()),
+            blob_store: BlobStoreKind::S3,
+            s3_secret_access_key: Some("s3-secret".into()),
             ..Config::default()
         };
         assert!(!format!("{config:?}").contains("hunter2"));
+        assert!(!format!("{config:?}").contains("sk-secret"));
+        assert!(!format!("{config:?}").contains("s3-secret"));
     }
 }

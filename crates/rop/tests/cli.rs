@@ -22,7 +22,15 @@ fn help_lists_every_command() {
         .unwrap();
     assert!(output.status.success());
     let help = String::from_utf8(output.stdout).unwrap();
-    for command in ["serve", "migrate", "api-key", "admin"] {
+    for command in [
+        "serve",
+        "worker",
+        "migrate",
+        "api-key",
+        "admin",
+        "models",
+        "transcribe",
+    ] {
         assert!(help.contains(command), "{command} in --help");
     }
     for flag in [
@@ -118,6 +126,19 @@ fn migrate_show_key_and_create_admins() {
 }
 
 #[test]
+fn serve_without_the_speech_model_says_how_to_install_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = rop(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0", "--models-dir"])
+        .arg(dir.path().join("no-models"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("rop models install"), "{stderr}");
+}
+
+#[test]
 fn serve_stops_gracefully_on_sigterm_and_never_logs_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let port = {
@@ -127,6 +148,9 @@ fn serve_stops_gracefully_on_sigterm_and_never_logs_the_key() {
     let mut child = rop(dir.path())
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .env("RUST_LOG", "debug")
+        // Workers run, with a remote speech engine that is never called.
+        .env("ROP_ASR_ENGINE", "openai")
+        .env("ROP_ASR_URL", "http://127.0.0.1:9/v1/")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -173,4 +197,41 @@ fn serve_stops_gracefully_on_sigterm_and_never_logs_the_key() {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
     assert!(log.contains("shutting down"), "{log}");
     assert!(!log.contains(key), "the API key appeared in the log");
+}
+
+#[test]
+fn models_list_and_verify_on_an_empty_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    let output = rop(dir.path())
+        .arg("--models-dir")
+        .arg(&models)
+        .args(["models", "list"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let listed = String::from_utf8(output.stdout).unwrap();
+    for name in ["whisper-base", "silero-vad", "qwen2.5-coder-1.5b"] {
+        let line = listed
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_default();
+        assert!(line.contains("нет"), "{name} missing: {listed}");
+    }
+    let output = rop(dir.path())
+        .arg("--models-dir")
+        .arg(&models)
+        .args(["models", "verify"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "default models are missing");
+    assert!(String::from_utf8(output.stdout)
+        .unwrap()
+        .contains("rop models install whisper-base silero-vad"));
+    let output = rop(dir.path())
+        .args(["models", "install", "--sources", "ftp"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("ftp"));
 }

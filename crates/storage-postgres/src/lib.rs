@@ -16,7 +16,7 @@ use rop_domain::{
     AnalysisTable, ApiKey, ApiSecret, AudioSource, CallDetails, CallFilter, CallId, CallPage,
     ClaimedJob, ConnectionSettings, DeletedCall, JobKind, JobOutcome, Manager, ManagerId,
     ManagerUpdate, NewCall, NewCallEvent, NewUser, Office, OfficeId, OfficeUpdate, Store,
-    StoreError, TableId, TableReadiness, UpsertCounts, User,
+    StoreError, TableId, TableReadiness, Transcript, UpsertCounts, User,
 };
 use serde_json::Value;
 use sqlx::postgres::{PgListener, PgPoolOptions};
@@ -255,9 +255,9 @@ impl Store for PostgresStore {
             "INSERT INTO calls (call_id, manager_id, deal_id, deal_stage_id, stage_id, direction,
                 client_phone, client_name, call_started_at, declared_duration, audio_url,
                 blob_key, blob_bytes, metadata, status, status_reason, received_at, occurred_at,
-                updated_at)
+                updated_at, manager_channel)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                $18, $17)
+                $18, $17, $19)
              RETURNING seq",
         )
         .bind(call.call_id.as_str())
@@ -278,6 +278,7 @@ impl Store for PostgresStore {
         .bind(&call.status_reason)
         .bind(call.received_at)
         .bind(occurred)
+        .bind(call.manager_channel.map(i16::from))
         .fetch_one(&mut *tx)
         .await
         .map_err(unique_violation)?;
@@ -334,10 +335,19 @@ impl Store for PostgresStore {
             .iter()
             .map(jobs::record_from_row)
             .collect::<StoreResult<Vec<_>>>()?;
+        let transcript = sqlx::query_scalar::<_, Json<Transcript>>(
+            "SELECT document FROM transcripts WHERE call_seq = $1",
+        )
+        .bind(call.seq)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?
+        .map(|Json(transcript)| transcript);
         Ok(Some(CallDetails {
             call,
             history,
             jobs,
+            transcript,
             tables,
         }))
     }

@@ -42,6 +42,8 @@ pub(crate) fn call_from_row(row: &PgRow) -> StoreResult<Call> {
         received_at: get(row, "received_at")?,
         updated_at: get(row, "updated_at")?,
         completion_percentage: get(row, "completion_percentage")?,
+        audio: get::<Option<Json<rop_domain::AudioFacts>>>(row, "audio")?.map(|Json(audio)| audio),
+        manager_channel: get::<Option<i16>>(row, "manager_channel")?.map(|c| c.clamp(0, 1) as u8),
         metadata,
         audio_blob: get::<Option<String>>(row, "audio_blob_key")?.or(get(row, "blob_key")?),
     })

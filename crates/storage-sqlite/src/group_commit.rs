@@ -139,7 +139,8 @@ async fn write_batch(
     let mut insert = QueryBuilder::<Sqlite>::new(
         "INSERT INTO calls (call_id, manager_id, deal_id, deal_stage_id, stage_id, direction,
             client_phone, client_name, call_started_at, declared_duration, audio_url, blob_key,
-            blob_bytes, metadata, status, status_reason, received_at, occurred_at, updated_at) ",
+            blob_bytes, metadata, status, status_reason, received_at, occurred_at, updated_at,
+            manager_channel) ",
     );
     insert.push_values(calls.iter().zip(&metadata), |mut row, (call, metadata)| {
         let (audio_url, blob_key, blob_bytes) = match &call.source {
@@ -167,7 +168,8 @@ async fn write_batch(
             .push_bind(call.status_reason.as_deref())
             .push_bind(received)
             .push_bind(call.call_started_at.map(ms).unwrap_or(received))
-            .push_bind(received);
+            .push_bind(received)
+            .push_bind(call.manager_channel.map(i64::from));
     });
     insert.push(" ON CONFLICT (call_id) DO NOTHING RETURNING seq, call_id");
     let stored: Vec<(i64, String)> = insert.build_query_as().fetch_all(&mut *tx).await?;

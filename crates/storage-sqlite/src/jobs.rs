@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use rop_domain::store::{parse_stored, parse_stored_id, StoreResult};
 use rop_domain::{
     CallStatus, ClaimedJob, JobKind, JobOutcome, JobRecord, JobState, NewCallEvent, NewJob,
+    StepOutput,
 };
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
@@ -154,7 +155,7 @@ pub(crate) async fn finish(
 ) -> StoreResult<bool> {
     let mut tx = writer.begin().await.map_err(backend)?;
     let (state, run_after, error) = match outcome {
-        JobOutcome::Done { .. } => (JobState::Done, now, None),
+        JobOutcome::Done { .. } | JobOutcome::Skipped { .. } => (JobState::Done, now, None),
         JobOutcome::Retry { at, error, .. } => (JobState::Queued, *at, Some(error.as_str())),
         JobOutcome::Released { .. } => (JobState::Queued, now, None),
         JobOutcome::Failed { message, .. } => (JobState::Failed, now, Some(message.as_str())),
@@ -182,7 +183,11 @@ pub(crate) async fn finish(
         return Ok(false);
     };
     match outcome {
-        JobOutcome::Done { next, event } => {
+        JobOutcome::Done {
+            next,
+            event,
+            output,
+        } => {
             let status = match next {
                 Some(next) => {
                     insert_job(&mut tx, call_seq, *next, now).await?;
@@ -190,7 +195,21 @@ pub(crate) async fn finish(
                 }
                 None => CallStatus::Done,
             };
+            write_output(&mut tx, call_seq, output, now).await?;
             set_call_status(&mut tx, call_seq, status, now).await?;
+            insert_event(&mut tx, call_seq, event).await?;
+        }
+        JobOutcome::Skipped { reason, event } => {
+            sqlx::query(
+                "UPDATE calls SET status = 'skipped', status_reason = $2, updated_at = $3
+                 WHERE seq = $1",
+            )
+            .bind(call_seq)
+            .bind(reason)
+            .bind(ms(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
             insert_event(&mut tx, call_seq, event).await?;
         }
         JobOutcome::Retry { event, .. } | JobOutcome::Released { event } => {
@@ -278,4 +297,44 @@ pub(crate) fn record_from_row(row: &SqliteRow) -> StoreResult<JobRecord> {
         last_error: row.try_get("last_error").map_err(backend)?,
         updated_at: from_ms(row.try_get("updated_at").map_err(backend)?)?,
     })
+}
+
+/// Stores what a step produced, in the transaction that finishes its job.
+async fn write_output(
+    tx: &mut Transaction<'_, Sqlite>,
+    call_seq: i64,
+    output: &StepOutput,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    match output {
+        StepOutput::Nothing => {}
+        StepOutput::Audio(facts) => {
+            sqlx::query("UPDATE calls SET audio = $2 WHERE seq = $1")
+                .bind(call_seq)
+                .bind(serde_json::to_string(facts).map_err(backend)?)
+                .execute(&mut **tx)
+                .await
+                .map_err(backend)?;
+        }
+        StepOutput::Transcript(transcript) => {
+            sqlx::query(
+                "INSERT INTO transcripts (call_seq, engine, model, language, text, document, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (call_seq) DO UPDATE SET engine = excluded.engine,
+                     model = excluded.model, language = excluded.language, text = excluded.text,
+                     document = excluded.document, created_at = excluded.created_at",
+            )
+            .bind(call_seq)
+            .bind(&transcript.engine)
+            .bind(&transcript.model)
+            .bind(&transcript.language)
+            .bind(transcript.plain_text())
+            .bind(serde_json::to_string(transcript.as_ref()).map_err(backend)?)
+            .bind(ms(now))
+            .execute(&mut **tx)
+            .await
+            .map_err(backend)?;
+        }
+    }
+    Ok(())
 }

@@ -21,7 +21,7 @@ use rop_domain::{
     AnalysisTable, ApiKey, ApiSecret, CallDetails, CallFilter, CallId, CallPage, ClaimedJob,
     ConnectionSettings, DeletedCall, JobKind, JobOutcome, Manager, ManagerUpdate, NewCall,
     NewCallEvent, NewUser, Office, OfficeId, OfficeUpdate, Store, StoreError, TableId,
-    TableReadiness, UpsertCounts, User,
+    TableReadiness, Transcript, UpsertCounts, User,
 };
 use serde_json::Value;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -279,10 +279,19 @@ impl Store for SqliteStore {
             .iter()
             .map(jobs::record_from_row)
             .collect::<StoreResult<Vec<_>>>()?;
+        let transcript =
+            sqlx::query_scalar::<_, String>("SELECT document FROM transcripts WHERE call_seq = $1")
+                .bind(call.seq)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?
+                .map(|document| parse_stored_json::<Transcript>(&document))
+                .transpose()?;
         Ok(Some(CallDetails {
             call,
             history,
             jobs,
+            transcript,
             tables,
         }))
     }

@@ -54,6 +54,10 @@ pub(crate) fn call_from_row(row: &SqliteRow) -> StoreResult<Call> {
         received_at: from_ms(get(row, "received_at")?)?,
         updated_at: from_ms(get(row, "updated_at")?)?,
         completion_percentage: get(row, "completion_percentage")?,
+        audio: get::<Option<String>>(row, "audio")?
+            .map(|audio| parse_stored_json(&audio))
+            .transpose()?,
+        manager_channel: get::<Option<i64>>(row, "manager_channel")?.map(|c| c.clamp(0, 1) as u8),
         metadata: parse_stored_json(&metadata)?,
         audio_blob: get::<Option<String>>(row, "audio_blob_key")?.or(get(row, "blob_key")?),
     })

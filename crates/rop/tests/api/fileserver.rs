@@ -30,23 +30,30 @@ impl FileServer {
     }
 }
 
-/// A PCM WAV: 8 kHz mono 16-bit, `seconds` long (header declares it).
-pub fn wav(seconds: u32, with_samples: bool) -> Vec<u8> {
-    let rate = 8000u32;
-    let data_len = rate * 2 * seconds;
-    let mut out = Vec::new();
+/// The 44-byte header of a 16-bit PCM WAV whose data chunk is `data_len` bytes.
+pub fn wav_header(rate: u32, channels: u16, data_len: u32) -> Vec<u8> {
+    let frame = 2 * u32::from(channels);
+    let mut out = Vec::with_capacity(44);
     out.extend_from_slice(b"RIFF");
     out.extend_from_slice(&(36 + data_len).to_le_bytes());
     out.extend_from_slice(b"WAVEfmt ");
     out.extend_from_slice(&16u32.to_le_bytes());
     out.extend_from_slice(&1u16.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&channels.to_le_bytes());
     out.extend_from_slice(&rate.to_le_bytes());
-    out.extend_from_slice(&(rate * 2).to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&(rate * frame).to_le_bytes());
+    out.extend_from_slice(&(frame as u16).to_le_bytes());
     out.extend_from_slice(&16u16.to_le_bytes());
     out.extend_from_slice(b"data");
     out.extend_from_slice(&data_len.to_le_bytes());
+    out
+}
+
+/// A PCM WAV: 8 kHz mono 16-bit, `seconds` long (header declares it).
+pub fn wav(seconds: u32, with_samples: bool) -> Vec<u8> {
+    let rate = 8000u32;
+    let data_len = rate * 2 * seconds;
+    let mut out = wav_header(rate, 1, data_len);
     if with_samples {
         out.extend((0..data_len / 2).flat_map(|i| (((i % 40) as i16 - 20) * 300).to_le_bytes()));
     }
@@ -140,6 +147,23 @@ pub async fn start() -> FileServer {
                 )
                     .into_response()
             }),
+        )
+        .route(
+            // Real recordings prepared by scripts/ensure-test-audio.sh.
+            "/speech/{name}",
+            get(
+                |h: HeaderMap, axum::extract::Path(name): axum::extract::Path<String>| async move {
+                    let kind = match name.rsplit('.').next() {
+                        Some("wav") => "audio/wav",
+                        Some("mp3") => "audio/mpeg",
+                        _ => "audio/ogg",
+                    };
+                    match std::fs::read(crate::speech::test_data_dir().join("e2e").join(&name)) {
+                        Ok(bytes) => ranged(&h, bytes, kind),
+                        Err(_) => StatusCode::NOT_FOUND.into_response(),
+                    }
+                },
+            ),
         )
         .route(
             "/call.wav",

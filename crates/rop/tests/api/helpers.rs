@@ -81,6 +81,31 @@ impl TestApp {
             .header("X-Api-Key", &self.key)
     }
 
+    /// Uploads `audio` as a multipart file part with extra form fields, and
+    /// checks it is accepted.
+    pub async fn upload_file(&self, call_id: &str, audio: Vec<u8>, extra: &[(&str, &str)]) {
+        let mut form = reqwest::multipart::Form::new()
+            .text("call_id", call_id.to_owned())
+            .text("manager_id", "m1")
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(audio)
+                    .file_name("call.wav")
+                    .mime_str("audio/wav")
+                    .unwrap(),
+            );
+        for (name, value) in extra {
+            form = form.text(name.to_string(), value.to_string());
+        }
+        let response = self
+            .post("/api/v1/calls/audio-upload")
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    }
+
     /// Uploads by urlencoded form, the CRM's most common way.
     pub async fn upload(&self, fields: &[(&str, &str)]) -> reqwest::Response {
         self.post("/api/v1/calls/audio-upload")

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod auth;
+mod blob_s3;
 mod calls;
 mod fileserver;
 mod guard;
@@ -11,4 +12,5 @@ mod malformed;
 mod ops;
 mod pipeline;
 mod settings;
+mod speech;
 mod upload;

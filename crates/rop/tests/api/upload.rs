@@ -89,23 +89,7 @@ async fn urlencoded_and_json_bodies_are_accepted(backend: Backend) {
 async fn file_part_goes_to_the_blob_store_and_delete_removes_it(backend: Backend) {
     let app = spawn_app(backend).await;
     let audio = wav(1, true);
-    let form = Form::new()
-        .text("call_id", "with-file")
-        .text("manager_id", "m1")
-        .part(
-            "file",
-            Part::bytes(audio.clone())
-                .file_name("call.wav")
-                .mime_str("audio/wav")
-                .unwrap(),
-        );
-    let response = app
-        .post("/api/v1/calls/audio-upload")
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    app.upload_file("with-file", audio.clone(), &[]).await;
     let call = app.call_json("with-file").await.unwrap();
     assert_eq!(call["uploaded_file_bytes"], audio.len() as u64);
     assert_eq!(call["audio_url"], serde_json::Value::Null);

@@ -1,0 +1,4 @@
+//! Doubles of services we cannot run in tests. Each follows the real API:
+//! paths, fields, success and error shapes. Used only as a dev-dependency.
+
+pub mod transcription;
