@@ -26,7 +26,7 @@ done
 }
 
 # Debian's python3 lacks venv until python3-venv is installed.
-if ! "$python" -m venv --help >/dev/null 2>&1; then
+if ! "$python" -c "import ensurepip, venv" >/dev/null 2>&1; then
   echo "Устанавливаю пакет: python3-venv"
   sudo_cmd=""
   [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
