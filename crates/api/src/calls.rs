@@ -213,3 +213,88 @@ pub async fn delete_call(
         call_id,
     }))
 }
+
+#[derive(Serialize, ToSchema)]
+pub struct Queued {
+    /// `queued`
+    pub status: &'static str,
+    pub call_id: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/calls/{call_id}/reanalyze",
+    tag = "calls",
+    params(("call_id" = String, Path, description = "The CRM's call id")),
+    responses(
+        (status = 200, description = "The analysis is queued again with the current checklists and tables; new results replace the old and are sent by webhook", body = Queued),
+        (status = 401, description = "Wrong or missing API key", body = crate::error::ErrorBody),
+        (status = 404, description = "call_not_found", body = crate::error::ErrorBody),
+        (status = 409, description = "not_transcribed: no transcript yet, or the call is still being processed", body = crate::error::ErrorBody),
+    ),
+    security(("api_key" = []), ("api_key_header" = []), ("bearer" = []))
+)]
+pub async fn reanalyze_call(
+    State(state): State<Arc<AppState>>,
+    Path(call_id): Path<String>,
+) -> Result<Json<Queued>, ApiError> {
+    let call_id = path_call_id(&call_id)?;
+    let job = rop_domain::NewJob {
+        kind: rop_domain::JobKind::Analyze,
+        max_attempts: state.limits.job_attempts,
+    };
+    match state
+        .store
+        .requeue_analysis(&call_id, job, chrono::Utc::now())
+        .await
+    {
+        Ok(true) => Ok(Json(Queued {
+            status: "queued",
+            call_id: call_id.as_str().to_owned(),
+        })),
+        Ok(false) => Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "not_transcribed",
+            "Звонок ещё не расшифрован или ещё обрабатывается",
+        )),
+        Err(rop_domain::StoreError::NotFound) => Err(call_not_found()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/calls/{call_id}/deliveries/{delivery_id}/resend",
+    tag = "calls",
+    params(
+        ("call_id" = String, Path, description = "The CRM's call id"),
+        ("delivery_id" = String, Path, description = "The delivery, as `GET /calls/{call_id}` lists it"),
+    ),
+    responses(
+        (status = 200, description = "The webhook is sent again with the same delivery id, retried for up to 24 hours", body = Queued),
+        (status = 401, description = "Wrong or missing API key", body = crate::error::ErrorBody),
+        (status = 404, description = "call_not_found or delivery_not_found", body = crate::error::ErrorBody),
+    ),
+    security(("api_key" = []), ("api_key_header" = []), ("bearer" = []))
+)]
+pub async fn resend_delivery(
+    State(state): State<Arc<AppState>>,
+    Path((call_id, delivery_id)): Path<(String, String)>,
+) -> Result<Json<Queued>, ApiError> {
+    let call_id = path_call_id(&call_id)?;
+    match state
+        .store
+        .resend_delivery(&call_id, &delivery_id, chrono::Utc::now())
+        .await
+    {
+        Ok(()) => Ok(Json(Queued {
+            status: "queued",
+            call_id: call_id.as_str().to_owned(),
+        })),
+        Err(rop_domain::StoreError::NotFound) => Err(ApiError::not_found(
+            "delivery_not_found",
+            "У звонка нет такой доставки",
+        )),
+        Err(error) => Err(error.into()),
+    }
+}

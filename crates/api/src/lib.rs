@@ -4,6 +4,7 @@
 mod auth;
 mod cache;
 mod calls;
+mod definitions;
 mod error;
 mod ops;
 mod settings;
@@ -82,6 +83,18 @@ impl AppState {
         calls::list_calls,
         calls::get_call,
         calls::delete_call,
+        calls::reanalyze_call,
+        calls::resend_delivery,
+        definitions::list_checklists,
+        definitions::create_checklist,
+        definitions::get_checklist,
+        definitions::put_checklist,
+        definitions::delete_checklist,
+        definitions::list_tables,
+        definitions::create_table,
+        definitions::get_table,
+        definitions::put_table,
+        definitions::delete_table,
         settings::offices_update,
         settings::managers_update,
         settings::get_connection,
@@ -160,7 +173,32 @@ pub fn router(state: AppState) -> Router {
             "/settings/connection",
             get(settings::get_connection).put(settings::put_connection),
         )
+        .route("/calls/{call_id}/reanalyze", post(calls::reanalyze_call))
+        .route(
+            "/calls/{call_id}/deliveries/{delivery_id}/resend",
+            post(calls::resend_delivery),
+        )
+        .route(
+            "/checklists",
+            get(definitions::list_checklists).post(definitions::create_checklist),
+        )
+        .route(
+            "/checklists/{checklist_id}",
+            get(definitions::get_checklist)
+                .put(definitions::put_checklist)
+                .delete(definitions::delete_checklist),
+        )
         .route("/tables/call-ready", get(tables::call_ready))
+        .route(
+            "/tables",
+            get(definitions::list_tables).post(definitions::create_table),
+        )
+        .route(
+            "/tables/{table_id}",
+            get(definitions::get_table)
+                .put(definitions::put_table)
+                .delete(definitions::delete_table),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_api_key,

@@ -263,9 +263,12 @@ pub struct CallDetails {
     pub jobs: Vec<crate::jobs::JobRecord>,
     /// The dialogue with speaker roles and metrics, once transcribed.
     pub transcript: Option<crate::transcript::Transcript>,
-    /// Table data by table id.
-    #[schema(value_type = Object)]
-    pub tables: BTreeMap<String, serde_json::Value>,
+    /// Each matching checklist scored on this call.
+    pub checklists: Vec<crate::analysis::ChecklistResult>,
+    /// Each matching table filled from this call.
+    pub tables: Vec<crate::analysis::TableResult>,
+    /// Webhooks sent with the results, with every attempt.
+    pub deliveries: Vec<crate::delivery::DeliveryRecord>,
 }
 
 /// What a deletion removed, so the caller can delete the audio too.

@@ -168,6 +168,16 @@ pub enum StepOutput {
     Nothing,
     Audio(AudioFacts),
     Transcript(Box<Transcript>),
+    /// Checklist results, table data and the webhook deliveries they make;
+    /// replaces an earlier analysis of the call.
+    Analysis(Box<crate::analysis::CallAnalysis>),
+}
+
+impl StepOutput {
+    /// Whether finishing the step leaves webhooks to send.
+    pub fn has_deliveries(&self) -> bool {
+        matches!(self, Self::Analysis(analysis) if !analysis.deliveries.is_empty())
+    }
 }
 
 /// A job as `GET /api/v1/calls/{id}` shows it.

@@ -4,7 +4,9 @@
 //! Values that arrive from the outside (CRM ids, URLs, durations) are parsed
 //! into newtypes here once, so the rest of the system never re-checks them.
 
+pub mod analysis;
 pub mod call;
+pub mod delivery;
 pub mod id;
 pub mod jobs;
 pub mod keys;
@@ -15,9 +17,17 @@ pub mod tables;
 pub mod transcript;
 pub mod users;
 
+pub use analysis::{
+    AnalysisEngine, CallAnalysis, Checklist, ChecklistResult, Column, ColumnType, EngineChoice,
+    Filters, InvalidDefinition, Stage, StageResult, StageStatus, Table, TableResult, Webhook,
+};
 pub use call::{
     AudioSource, Call, CallDetails, CallEvent, CallFilter, CallPage, CallStatus, DeletedCall,
     Direction, EventLevel, NewCall, NewCallEvent,
+};
+pub use delivery::{
+    ClaimedDelivery, DeliveryAttempt, DeliveryEvent, DeliveryOutcome, DeliveryRecord,
+    DeliveryState, NewDelivery,
 };
 pub use id::{CallId, InvalidId, ManagerId, OfficeId, TableId, MAX_ID_CHARS};
 pub use jobs::{ClaimedJob, JobKind, JobOutcome, JobRecord, JobState, NewJob, StepOutput};
@@ -25,6 +35,6 @@ pub use keys::{ApiKey, ApiSecret};
 pub use people::{Manager, ManagerUpdate, Office, OfficeUpdate, UpsertCounts};
 pub use settings::ConnectionSettings;
 pub use store::{Store, StoreError};
-pub use tables::{AnalysisTable, TableReadiness};
+pub use tables::TableReadiness;
 pub use transcript::{AudioFacts, ConversationMetrics, Segment, SpeakerRole, Transcript, Word};
 pub use users::{NewUser, Role, User};

@@ -3,15 +3,16 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 
+use crate::analysis::{Checklist, Table};
 use crate::call::{CallDetails, CallFilter, CallPage, DeletedCall, NewCall, NewCallEvent};
-use crate::id::{CallId, OfficeId, TableId};
-use crate::jobs::{ClaimedJob, JobKind, JobOutcome};
+use crate::delivery::{ClaimedDelivery, DeliveryAttempt, DeliveryOutcome};
+use crate::id::{CallId, ManagerId, OfficeId, TableId};
+use crate::jobs::{ClaimedJob, JobKind, JobOutcome, NewJob};
 use crate::keys::{ApiKey, ApiSecret};
 use crate::people::{Manager, ManagerUpdate, Office, OfficeUpdate, UpsertCounts};
 use crate::settings::ConnectionSettings;
-use crate::tables::{AnalysisTable, TableReadiness};
+use crate::tables::TableReadiness;
 use crate::users::{NewUser, User};
 
 #[derive(Debug, thiserror::Error)]
@@ -153,17 +154,68 @@ pub trait Store: Send + Sync + 'static {
     async fn managers(&self) -> StoreResult<Vec<Manager>>;
     async fn office(&self, office_id: &OfficeId) -> StoreResult<Option<Office>>;
 
-    // --- analysis tables -----------------------------------------------
+    // --- checklists and tables ------------------------------------------
 
-    async fn save_table(&self, table: &AnalysisTable, now: DateTime<Utc>) -> StoreResult<()>;
-    async fn save_table_result(
+    /// `Duplicate` when the id is taken.
+    async fn insert_checklist(&self, checklist: &Checklist, now: DateTime<Utc>) -> StoreResult<()>;
+    /// Replaces a checklist's definition; `NotFound` when there is none.
+    async fn update_checklist(&self, checklist: &Checklist, now: DateTime<Utc>) -> StoreResult<()>;
+    /// Deletes the definition; results already computed stay with their calls.
+    async fn delete_checklist(&self, checklist_id: &str) -> StoreResult<bool>;
+    async fn checklist(&self, checklist_id: &str) -> StoreResult<Option<Checklist>>;
+    /// All checklists, oldest first.
+    async fn checklists(&self) -> StoreResult<Vec<Checklist>>;
+
+    async fn insert_table(&self, table: &Table, now: DateTime<Utc>) -> StoreResult<()>;
+    async fn update_table(&self, table: &Table, now: DateTime<Utc>) -> StoreResult<()>;
+    /// Deletes the table and the data extracted for it.
+    async fn delete_table(&self, table_id: &TableId) -> StoreResult<bool>;
+    async fn table(&self, table_id: &TableId) -> StoreResult<Option<Table>>;
+    async fn tables(&self) -> StoreResult<Vec<Table>>;
+    async fn table_readiness(&self, table_id: &str, call_id: &str) -> StoreResult<TableReadiness>;
+
+    /// Offices `manager_id` belongs to, as a manager or a leader; for filters.
+    async fn manager_offices(&self, manager_id: &ManagerId) -> StoreResult<Vec<OfficeId>>;
+
+    /// Queues the analysis of a transcribed call again (after a checklist
+    /// changed). `NotFound` without the call; `false` when it has no
+    /// transcript or is still being processed.
+    async fn requeue_analysis(
         &self,
-        table_id: &TableId,
         call_id: &CallId,
-        data: &Value,
+        job: NewJob,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+
+    // --- webhook deliveries --------------------------------------------
+
+    /// Leases the next due delivery until `lease_until`.
+    async fn claim_delivery(
+        &self,
+        worker: &str,
+        lease_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<ClaimedDelivery>>;
+    /// Logs the attempt and applies its outcome; when the call has no
+    /// delivery left pending, the call is `done`. `false` (nothing changed)
+    /// when the worker no longer holds the lease.
+    async fn finish_delivery(
+        &self,
+        delivery: &ClaimedDelivery,
+        attempt: &DeliveryAttempt,
+        outcome: &DeliveryOutcome,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Sends a delivery again from the first attempt (an administrator's
+    /// resend). `NotFound` when the call has no such delivery.
+    async fn resend_delivery(
+        &self,
+        call_id: &CallId,
+        delivery_id: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<()>;
-    async fn table_readiness(&self, table_id: &str, call_id: &str) -> StoreResult<TableReadiness>;
+    /// The earliest moment a pending delivery becomes due, if any.
+    async fn next_delivery_due(&self) -> StoreResult<Option<DateTime<Utc>>>;
 
     // --- web users -----------------------------------------------------
 

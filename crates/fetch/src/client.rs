@@ -90,6 +90,13 @@ impl GuardedClient {
         self.guard.check_url(url)?;
         Ok(self.client.get(url.clone()))
     }
+
+    /// A POST request to `url` (webhooks), unless the guard refuses the link
+    /// as written.
+    pub fn post(&self, url: &Url) -> Result<reqwest::RequestBuilder, Forbidden> {
+        self.guard.check_url(url)?;
+        Ok(self.client.post(url.clone()))
+    }
 }
 
 /// The guard's refusal inside a request error, if that is what failed it.

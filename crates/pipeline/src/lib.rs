@@ -6,12 +6,14 @@
 //! what one step produces, the next reads back from storage, so a step can
 //! run on any worker, in any process, any number of times.
 
+mod analyze;
 mod audio;
 mod decode;
 mod download;
 mod transcribe;
 mod worker;
 
+pub use analyze::AnalyzeStep;
 pub use decode::DecodeStep;
 pub use download::DownloadStep;
 pub use transcribe::TranscribeStep;

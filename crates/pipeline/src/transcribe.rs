@@ -18,9 +18,6 @@ pub struct TranscribeStep {
     pub blobs: Arc<dyn BlobStore>,
     pub engine: Arc<dyn AsrEngine>,
     pub limits: DecodeLimits,
-    /// What follows; the call is done after transcription until analysis
-    /// exists.
-    pub next: Option<JobKind>,
 }
 
 #[async_trait]
@@ -57,10 +54,7 @@ impl Step for TranscribeStep {
             transcript.real_time_factor,
         );
         Ok(StepDone {
-            next: match self.next {
-                Some(kind) => Next::Step(kind),
-                None => Next::Finish,
-            },
+            next: Next::Step(JobKind::Analyze),
             message,
             output: StepOutput::Transcript(Box::new(transcript)),
         })

@@ -10,19 +10,22 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context};
+use rop_analysis::Analyzer;
 use rop_api::{AppState, Limits, RateLimit};
 use rop_asr::{AsrEngine, OpenAiConfig, OpenAiEngine, WhisperConfig, WhisperEngine};
 use rop_audio::DecodeLimits;
 use rop_blob::BlobStore;
+use rop_delivery::{Deliverer, DelivererConfig, RetryPolicy};
 use rop_domain::Store;
 use rop_fetch::{ClientConfig, DownloadLimits, GuardedClient, UrlGuard};
-use rop_pipeline::{DecodeStep, DownloadStep, TranscribeStep, WorkerConfig, Workers};
+use rop_llm::{LanguageModel, LocalLlama, LocalLlamaConfig, OpenAiChat, OpenAiChatConfig};
+use rop_pipeline::{AnalyzeStep, DecodeStep, DownloadStep, TranscribeStep, WorkerConfig, Workers};
 use rop_storage_postgres::PostgresStore;
 use rop_storage_sqlite::SqliteStore;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::{redact_url, AsrEngineKind, Config};
+use crate::config::{redact_url, AsrEngineKind, Config, LlmEngineKind};
 use crate::keys::generate_api_key;
 
 /// Opens the storage backend the URL names and applies its migrations.
@@ -133,8 +136,10 @@ impl Core {
             blobs: self.blobs.clone(),
             engine,
             limits: decode_limits,
-            // Analysis (issue 4) is not built yet: a transcribed call is done.
-            next: None,
+        };
+        let analyze = AnalyzeStep {
+            store: self.store.clone(),
+            analyzer: Arc::new(Analyzer::new(language_model(config)?)),
         };
         let download = DownloadStep {
             store: self.store.clone(),
@@ -155,10 +160,67 @@ impl Core {
         };
         Ok(Arc::new(Workers::new(
             self.store.clone(),
-            vec![Arc::new(download), Arc::new(decode), Arc::new(transcribe)],
+            vec![
+                Arc::new(download),
+                Arc::new(decode),
+                Arc::new(transcribe),
+                Arc::new(analyze),
+            ],
             worker_config,
         )))
     }
+
+    /// The webhook senders of this process.
+    fn deliverer(&self, config: &Config) -> Deliverer {
+        let client = rop_delivery::webhook_client(self.guard);
+        Deliverer::new(
+            self.store.clone(),
+            client,
+            DelivererConfig {
+                concurrency: config.webhook_concurrency,
+                request_timeout: Duration::from_secs(config.webhook_timeout_secs),
+                retry: RetryPolicy {
+                    base: Duration::from_secs(config.webhook_retry_base_secs),
+                    ..RetryPolicy::default()
+                },
+                ..DelivererConfig::default()
+            },
+        )
+    }
+}
+
+/// The configured language model, loaded once per process; `None` when
+/// the installation uses phrase rules only.
+pub fn language_model(config: &Config) -> anyhow::Result<Option<Arc<dyn LanguageModel>>> {
+    Ok(match config.llm_engine {
+        LlmEngineKind::None => None,
+        LlmEngineKind::Local => {
+            let mut llama = LocalLlamaConfig::new(config.llm_model());
+            if config.llm_threads > 0 {
+                llama.threads = u32::try_from(config.llm_threads).unwrap_or(u32::MAX);
+            }
+            llama.context_tokens = config.llm_context_tokens;
+            let threads = llama.threads;
+            let model = LocalLlama::load(llama).context("языковая модель не готова")?;
+            tracing::info!(model = %config.llm_model().display(), threads, "llama.cpp loaded");
+            Some(Arc::new(model))
+        }
+        LlmEngineKind::OpenAi => {
+            let url = config
+                .llm_url
+                .as_deref()
+                .context("llm_url is required for the openai engine")?;
+            Some(Arc::new(
+                OpenAiChat::new(OpenAiChatConfig {
+                    base_url: url::Url::parse(url).context("llm_url")?,
+                    api_key: config.llm_api_key.clone(),
+                    model: config.llm_remote_model.clone(),
+                    timeout: Duration::from_secs(config.llm_timeout_secs),
+                })
+                .context("языковая модель не готова")?,
+            ))
+        }
+    })
 }
 
 /// The configured speech recogniser, loaded once per process.
@@ -205,7 +267,7 @@ pub fn speech_engine(config: &Config) -> anyhow::Result<Arc<dyn AsrEngine>> {
 pub struct Server {
     listener: TcpListener,
     router: axum::Router,
-    workers: Option<Arc<Workers>>,
+    workers: Option<(Arc<Workers>, Deliverer)>,
 }
 
 impl Server {
@@ -214,7 +276,7 @@ impl Server {
     pub async fn build(config: &Config, listener: TcpListener) -> anyhow::Result<Self> {
         let core = Core::open(config).await?;
         let workers = if config.worker_concurrency > 0 {
-            Some(core.workers(config)?)
+            Some((core.workers(config)?, core.deliverer(config)))
         } else {
             None
         };
@@ -252,9 +314,12 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (stop, stopped) = watch::channel(false);
-        let workers = self
-            .workers
-            .map(|workers| tokio::spawn(workers.run(stopped)));
+        let workers = self.workers.map(|(workers, deliverer)| {
+            (
+                tokio::spawn(workers.run(stopped.clone())),
+                deliverer.spawn(stopped),
+            )
+        });
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(async move {
                 shutdown.await;
@@ -262,8 +327,9 @@ impl Server {
             })
             .await
             .context("HTTP server failed");
-        if let Some(workers) = workers {
+        if let Some((workers, deliverer)) = workers {
             let _ = workers.await;
+            let _ = deliverer.await;
         }
         served
     }
@@ -277,10 +343,12 @@ pub async fn run_workers(
     let core = Core::open(config).await?;
     let workers = core.workers(config)?;
     let (stop, stopped) = watch::channel(false);
+    let delivering = core.deliverer(config).spawn(stopped.clone());
     let running = tokio::spawn(workers.run(stopped));
     shutdown.await;
     let _ = stop.send(true);
-    running.await.context("the workers panicked")
+    running.await.context("the workers panicked")?;
+    delivering.await.context("the webhook senders panicked")
 }
 
 /// Files left in staging by a process that died mid-upload. Only old ones

@@ -66,6 +66,32 @@ pub struct Config {
     pub asr_remote_model: String,
     /// `openai` engine: time limit of one request.
     pub asr_timeout_secs: u64,
+    /// Language model for checklists and tables: `local` (llama.cpp in this
+    /// process), `openai` (a server with OpenAI's `/v1/chat/completions`:
+    /// Ollama, vLLM, llama.cpp server, a cloud API) or `none` (phrase rules
+    /// only; tables are not filled).
+    pub llm_engine: LlmEngineKind,
+    /// GGUF model file [default: Qwen2.5-Coder-1.5B-Instruct in the models directory].
+    pub llm_model: Option<PathBuf>,
+    /// Threads of the local model; 0 = every core.
+    pub llm_threads: usize,
+    /// Context window of the local model, in tokens (transcript and answer).
+    pub llm_context_tokens: u32,
+    /// `openai` engine: the API root, e.g. `http://127.0.0.1:11434/v1/`.
+    pub llm_url: Option<String>,
+    /// `openai` engine: bearer token, when the server wants one.
+    pub llm_api_key: Option<String>,
+    /// `openai` engine: model name the server knows.
+    pub llm_remote_model: String,
+    /// `openai` engine: time limit of one request.
+    pub llm_timeout_secs: u64,
+    /// Webhooks sent at the same time.
+    pub webhook_concurrency: usize,
+    /// Time limit of one webhook request.
+    pub webhook_timeout_secs: u64,
+    /// Delay before the first retry of a webhook, doubled for each next
+    /// (with jitter, at most an hour); retries stop after 24 hours.
+    pub webhook_retry_base_secs: u64,
     /// Where recordings are kept: `local` (`<data_dir>/blobs`) or `s3` (a
     /// bucket that every `serve` and `worker` host of the installation shares).
     pub blob_store: BlobStoreKind,
@@ -91,6 +117,14 @@ pub struct Config {
 pub enum BlobStoreKind {
     Local,
     S3,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LlmEngineKind {
+    Local,
+    OpenAi,
+    None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,6 +162,17 @@ impl Default for Config {
             asr_api_key: None,
             asr_remote_model: "whisper-1".to_owned(),
             asr_timeout_secs: 600,
+            llm_engine: LlmEngineKind::Local,
+            llm_model: None,
+            llm_threads: 0,
+            llm_context_tokens: 8192,
+            llm_url: None,
+            llm_api_key: None,
+            llm_remote_model: "qwen2.5-coder:1.5b".to_owned(),
+            llm_timeout_secs: 300,
+            webhook_concurrency: 4,
+            webhook_timeout_secs: 15,
+            webhook_retry_base_secs: 30,
             blob_store: BlobStoreKind::Local,
             s3_bucket: None,
             s3_region: "us-east-1".to_owned(),
@@ -187,6 +232,20 @@ impl Config {
             Some("asr_url: некорректный адрес")
         } else if self.asr_timeout_secs == 0 {
             Some("asr_timeout_secs: должно быть больше нуля")
+        } else if self.llm_engine == LlmEngineKind::OpenAi && self.llm_url.is_none() {
+            Some("llm_url: движок openai требует адрес сервера языковой модели")
+        } else if self
+            .llm_url
+            .as_deref()
+            .is_some_and(|url| url::Url::parse(url).is_err())
+        {
+            Some("llm_url: некорректный адрес")
+        } else if self.llm_timeout_secs == 0 || self.webhook_timeout_secs == 0 {
+            Some("llm_timeout_secs и webhook_timeout_secs должны быть больше нуля")
+        } else if self.llm_context_tokens < 1024 {
+            Some("llm_context_tokens: не меньше 1024")
+        } else if self.webhook_concurrency == 0 {
+            Some("webhook_concurrency: нужен хотя бы один")
         } else {
             self.s3_problem()
         };
@@ -256,6 +315,19 @@ impl Config {
         })
     }
 
+    /// The local language model: the configured file, or the one `rop
+    /// models install` puts in the models directory.
+    pub fn llm_model(&self) -> PathBuf {
+        self.llm_model.clone().unwrap_or_else(|| {
+            rop_models::model_path(&self.models_dir, rop_models::QWEN_CODER_1_5B).unwrap_or_else(
+                || {
+                    self.models_dir
+                        .join("qwen2.5-coder-1.5b-instruct-q4_k_m.gguf")
+                },
+            )
+        })
+    }
+
     pub fn vad_model(&self) -> Option<PathBuf> {
         self.asr_vad.then(|| {
             rop_models::model_path(&self.models_dir, rop_models::SILERO_VAD)
@@ -309,6 +381,17 @@ impl fmt::Debug for Config {
             .field("asr_url", &self.asr_url)
             .field("asr_api_key", &self.asr_api_key.as_ref().map(|_| "***"))
             .field("asr_remote_model", &self.asr_remote_model)
+            .field("llm_engine", &self.llm_engine)
+            .field("llm_model", &self.llm_model)
+            .field("llm_threads", &self.llm_threads)
+            .field("llm_context_tokens", &self.llm_context_tokens)
+            .field("llm_url", &self.llm_url)
+            .field("llm_api_key", &self.llm_api_key.as_ref().map(|_| "***"))
+            .field("llm_remote_model", &self.llm_remote_model)
+            .field("llm_timeout_secs", &self.llm_timeout_secs)
+            .field("webhook_concurrency", &self.webhook_concurrency)
+            .field("webhook_timeout_secs", &self.webhook_timeout_secs)
+            .field("webhook_retry_base_secs", &self.webhook_retry_base_secs)
             .field("blob_store", &self.blob_store)
             .field("s3_bucket", &self.s3_bucket)
             .field("s3_region", &self.s3_region)

@@ -151,6 +151,7 @@ fn serve_stops_gracefully_on_sigterm_and_never_logs_the_key() {
         // Workers run, with a remote speech engine that is never called.
         .env("ROP_ASR_ENGINE", "openai")
         .env("ROP_ASR_URL", "http://127.0.0.1:9/v1/")
+        .env("ROP_LLM_ENGINE", "none")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

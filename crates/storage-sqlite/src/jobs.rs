@@ -193,6 +193,7 @@ pub(crate) async fn finish(
                     insert_job(&mut tx, call_seq, *next, now).await?;
                     next.kind.call_status()
                 }
+                None if output.has_deliveries() => CallStatus::Delivering,
                 None => CallStatus::Done,
             };
             write_output(&mut tx, call_seq, output, now).await?;
@@ -315,6 +316,9 @@ async fn write_output(
                 .execute(&mut **tx)
                 .await
                 .map_err(backend)?;
+        }
+        StepOutput::Analysis(analysis) => {
+            crate::analysis::write_analysis(tx, call_seq, analysis, now).await?;
         }
         StepOutput::Transcript(transcript) => {
             sqlx::query(

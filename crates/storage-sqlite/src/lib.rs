@@ -5,11 +5,11 @@
 //! queueing in the pool avoids the lock-upgrade `SQLITE_BUSY` errors that
 //! concurrent read-then-write transactions would otherwise hit.
 
+mod analysis;
 mod group_commit;
 mod jobs;
 mod rows;
 
-use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,12 +18,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rop_domain::store::{parse_stored_json, StoreResult};
 use rop_domain::{
-    AnalysisTable, ApiKey, ApiSecret, CallDetails, CallFilter, CallId, CallPage, ClaimedJob,
-    ConnectionSettings, DeletedCall, JobKind, JobOutcome, Manager, ManagerUpdate, NewCall,
-    NewCallEvent, NewUser, Office, OfficeId, OfficeUpdate, Store, StoreError, TableId,
-    TableReadiness, Transcript, UpsertCounts, User,
+    ApiKey, ApiSecret, CallDetails, CallFilter, CallId, CallPage, Checklist, ClaimedDelivery,
+    ClaimedJob, ConnectionSettings, DeletedCall, DeliveryAttempt, DeliveryOutcome, JobKind,
+    JobOutcome, Manager, ManagerId, ManagerUpdate, NewCall, NewCallEvent, NewJob, NewUser, Office,
+    OfficeId, OfficeUpdate, Store, StoreError, Table, TableId, TableReadiness, Transcript,
+    UpsertCounts, User,
 };
-use serde_json::Value;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use tokio::sync::Notify;
@@ -260,17 +260,7 @@ impl Store for SqliteStore {
         .iter()
         .map(event_from_row)
         .collect::<StoreResult<Vec<_>>>()?;
-        let mut tables = BTreeMap::new();
-        for row in sqlx::query("SELECT table_id, data FROM table_results WHERE call_seq = $1")
-            .bind(call.seq)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(backend)?
-        {
-            let data: String = row.try_get("data").map_err(backend)?;
-            let data: Value = parse_stored_json(&data)?;
-            tables.insert(row.try_get("table_id").map_err(backend)?, data);
-        }
+        let (checklists, tables, deliveries) = analysis::call_analysis(&mut tx, call.seq).await?;
         let jobs = sqlx::query("SELECT * FROM jobs WHERE call_seq = $1 ORDER BY id")
             .bind(call.seq)
             .fetch_all(&mut *tx)
@@ -292,7 +282,9 @@ impl Store for SqliteStore {
             history,
             jobs,
             transcript,
+            checklists,
             tables,
+            deliveries,
         }))
     }
 
@@ -572,47 +564,161 @@ impl Store for SqliteStore {
         rows::office_from_rows(&row, &members).map(Some)
     }
 
-    async fn save_table(&self, table: &AnalysisTable, now: DateTime<Utc>) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO analysis_tables (table_id, name, definition, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $4)
-             ON CONFLICT (table_id) DO UPDATE SET name = excluded.name,
-                definition = excluded.definition, updated_at = excluded.updated_at",
-        )
-        .bind(table.table_id.as_str())
-        .bind(&table.name)
-        .bind(table.definition.to_string())
-        .bind(ms(now))
-        .execute(&self.writer)
-        .await
-        .map_err(backend)?;
-        Ok(())
+    async fn insert_checklist(&self, checklist: &Checklist, now: DateTime<Utc>) -> StoreResult<()> {
+        analysis::CHECKLISTS
+            .insert(
+                &self.writer,
+                &checklist.checklist_id,
+                &checklist.name,
+                checklist,
+                now,
+            )
+            .await
     }
 
-    async fn save_table_result(
+    async fn update_checklist(&self, checklist: &Checklist, now: DateTime<Utc>) -> StoreResult<()> {
+        analysis::CHECKLISTS
+            .update(
+                &self.writer,
+                &checklist.checklist_id,
+                &checklist.name,
+                checklist,
+                now,
+            )
+            .await
+    }
+
+    async fn delete_checklist(&self, checklist_id: &str) -> StoreResult<bool> {
+        analysis::CHECKLISTS
+            .delete(&self.writer, checklist_id)
+            .await
+    }
+
+    async fn checklist(&self, checklist_id: &str) -> StoreResult<Option<Checklist>> {
+        analysis::CHECKLISTS.get(&self.reader, checklist_id).await
+    }
+
+    async fn checklists(&self) -> StoreResult<Vec<Checklist>> {
+        analysis::CHECKLISTS.all(&self.reader).await
+    }
+
+    async fn insert_table(&self, table: &Table, now: DateTime<Utc>) -> StoreResult<()> {
+        analysis::TABLES
+            .insert(
+                &self.writer,
+                table.table_id.as_str(),
+                &table.name,
+                table,
+                now,
+            )
+            .await
+    }
+
+    async fn update_table(&self, table: &Table, now: DateTime<Utc>) -> StoreResult<()> {
+        analysis::TABLES
+            .update(
+                &self.writer,
+                table.table_id.as_str(),
+                &table.name,
+                table,
+                now,
+            )
+            .await
+    }
+
+    async fn delete_table(&self, table_id: &TableId) -> StoreResult<bool> {
+        analysis::TABLES
+            .delete(&self.writer, table_id.as_str())
+            .await
+    }
+
+    async fn table(&self, table_id: &TableId) -> StoreResult<Option<Table>> {
+        analysis::TABLES.get(&self.reader, table_id.as_str()).await
+    }
+
+    async fn tables(&self) -> StoreResult<Vec<Table>> {
+        analysis::TABLES.all(&self.reader).await
+    }
+
+    async fn manager_offices(&self, manager_id: &ManagerId) -> StoreResult<Vec<OfficeId>> {
+        analysis::manager_offices(&self.reader, manager_id).await
+    }
+
+    async fn requeue_analysis(
         &self,
-        table_id: &TableId,
         call_id: &CallId,
-        data: &Value,
+        job: NewJob,
         now: DateTime<Utc>,
-    ) -> StoreResult<()> {
-        let done = sqlx::query(
-            "INSERT INTO table_results (call_seq, table_id, data, created_at)
-             SELECT seq, $2, $3, $4 FROM calls WHERE call_id = $1
-             ON CONFLICT (call_seq, table_id) DO UPDATE SET data = excluded.data,
-                created_at = excluded.created_at",
+    ) -> StoreResult<bool> {
+        let mut tx = self.writer.begin().await.map_err(backend)?;
+        let Some(row) = sqlx::query(
+            "SELECT seq,
+                 EXISTS (SELECT 1 FROM transcripts t WHERE t.call_seq = calls.seq) AS transcribed,
+                 EXISTS (SELECT 1 FROM jobs j WHERE j.call_seq = calls.seq
+                         AND j.state IN ('queued', 'running')) AS busy
+             FROM calls WHERE call_id = $1",
         )
         .bind(call_id.as_str())
-        .bind(table_id.as_str())
-        .bind(data.to_string())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?
+        else {
+            return Err(StoreError::NotFound);
+        };
+        let call_seq: i64 = row.try_get("seq").map_err(backend)?;
+        let transcribed: bool = row.try_get("transcribed").map_err(backend)?;
+        let busy: bool = row.try_get("busy").map_err(backend)?;
+        if !transcribed || busy {
+            return Ok(false);
+        }
+        jobs::insert_job(&mut tx, call_seq, job, now).await?;
+        sqlx::query(
+            "UPDATE calls SET status = $2, status_reason = NULL, failure_code = NULL,
+                 updated_at = $3 WHERE seq = $1",
+        )
+        .bind(call_seq)
+        .bind(job.kind.call_status().as_str())
         .bind(ms(now))
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await
         .map_err(backend)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        let event = NewCallEvent::info(now, "analyze", "Запрошен повторный анализ");
+        insert_event(&mut tx, call_seq, &event).await?;
+        tx.commit().await.map_err(backend)?;
+        self.jobs_queued.notify_waiters();
+        Ok(true)
+    }
+
+    async fn claim_delivery(
+        &self,
+        worker: &str,
+        lease_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<ClaimedDelivery>> {
+        analysis::claim_delivery(&self.writer, worker, lease_until, now).await
+    }
+
+    async fn finish_delivery(
+        &self,
+        delivery: &ClaimedDelivery,
+        attempt: &DeliveryAttempt,
+        outcome: &DeliveryOutcome,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        analysis::finish_delivery(&self.writer, delivery, attempt, outcome, now).await
+    }
+
+    async fn resend_delivery(
+        &self,
+        call_id: &CallId,
+        delivery_id: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        analysis::resend_delivery(&self.writer, call_id, delivery_id, now).await
+    }
+
+    async fn next_delivery_due(&self) -> StoreResult<Option<DateTime<Utc>>> {
+        analysis::next_delivery_due(&self.reader).await
     }
 
     async fn table_readiness(&self, table_id: &str, call_id: &str) -> StoreResult<TableReadiness> {

@@ -17,7 +17,7 @@ use crate::helpers::{spawn_app, spawn_app_with, Backend, TestApp};
 use crate::on_both_backends;
 
 /// Polls the call until `done` holds for it (at most 15 s).
-async fn wait_for(app: &TestApp, call_id: &str, done: impl Fn(&Value) -> bool) -> Value {
+pub async fn wait_for(app: &TestApp, call_id: &str, done: impl Fn(&Value) -> bool) -> Value {
     let started = std::time::Instant::now();
     loop {
         let call = app.call_json(call_id).await.expect("the call exists");
@@ -32,7 +32,7 @@ async fn wait_for(app: &TestApp, call_id: &str, done: impl Fn(&Value) -> bool) -
     }
 }
 
-fn job<'a>(call: &'a Value, kind: &str) -> &'a Value {
+pub fn job<'a>(call: &'a Value, kind: &str) -> &'a Value {
     call["jobs"]
         .as_array()
         .unwrap()
@@ -42,17 +42,19 @@ fn job<'a>(call: &'a Value, kind: &str) -> &'a Value {
 }
 
 /// Workers on, recognising speech with the OpenAI-compatible double.
-fn with_workers(config: &mut rop::Config, asr: &TranscriptionDouble) {
+pub fn with_workers(config: &mut rop::Config, asr: &TranscriptionDouble) {
     config.worker_concurrency = 2;
     config.retry_base_secs = 0;
     config.job_attempts = 3;
     config.asr_engine = rop::config::AsrEngineKind::OpenAi;
     config.asr_url = Some(asr.base_url());
+    // Phrase rules only: these tests are about the pipeline, not the model.
+    config.llm_engine = rop::config::LlmEngineKind::None;
 }
 
 /// A stereo 8 kHz WAV: a 440 Hz tone on the left from 0.2 to 1.2 s, a
 /// 1000 Hz tone on the right from 1.5 to 2.5 s, 3 s in all.
-fn stereo_wav() -> Vec<u8> {
+pub fn stereo_wav() -> Vec<u8> {
     let rate = 8000u32;
     let frames = rate * 3;
     let mut out = fileserver::wav_header(rate, 2, frames * 4);
@@ -591,6 +593,16 @@ async fn two_workers_share_fifty_calls_on_postgres() {
 /// `rop serve` as a child process on SQLite, with short leases; the caller's
 /// `ROP_*` variables are dropped (the server refuses unknown ones).
 fn spawn_serve(data_dir: &std::path::Path, port: u16, asr_url: &str) -> std::process::Child {
+    spawn_serve_with(data_dir, port, asr_url, &[])
+}
+
+/// [`spawn_serve`] with more `ROP_*` settings.
+pub fn spawn_serve_with(
+    data_dir: &std::path::Path,
+    port: u16,
+    asr_url: &str,
+    settings: &[(&str, &str)],
+) -> std::process::Child {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_rop"));
     for (name, _) in std::env::vars() {
         if name.starts_with("ROP_") {
@@ -611,12 +623,14 @@ fn spawn_serve(data_dir: &std::path::Path, port: u16, asr_url: &str) -> std::pro
         .env("ROP_JOB_LEASE_SECS", "3")
         .env("ROP_ASR_ENGINE", "openai")
         .env("ROP_ASR_URL", asr_url)
+        .env("ROP_LLM_ENGINE", "none")
+        .envs(settings.iter().copied())
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap()
 }
 
-async fn wait_ready(client: &reqwest::Client, base: &str) {
+pub async fn wait_ready(client: &reqwest::Client, base: &str) {
     for _ in 0..200 {
         if let Ok(response) = client.get(format!("{base}/readyz")).send().await {
             if response.status() == 200 {
@@ -629,7 +643,7 @@ async fn wait_ready(client: &reqwest::Client, base: &str) {
 }
 
 /// The API key of a data directory, from the CLI.
-fn api_key_of(data_dir: &std::path::Path) -> String {
+pub fn api_key_of(data_dir: &std::path::Path) -> String {
     let key = std::process::Command::new(env!("CARGO_BIN_EXE_rop"))
         .args(["api-key", "show", "--data-dir"])
         .arg(data_dir)
@@ -640,7 +654,7 @@ fn api_key_of(data_dir: &std::path::Path) -> String {
     String::from_utf8(key).unwrap().trim().to_owned()
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -649,7 +663,7 @@ fn free_port() -> u16 {
 }
 
 /// Polls a call of a child `rop serve` until it is done (at most 30 s).
-async fn wait_done(client: &reqwest::Client, base: &str, key: &str, call_id: &str) -> Value {
+pub async fn wait_done(client: &reqwest::Client, base: &str, key: &str, call_id: &str) -> Value {
     let started = std::time::Instant::now();
     loop {
         let call: Value = client
