@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 scripts/ensure-build-deps.sh
 cargo build --release --locked -p rop
 rop="${CARGO_TARGET_DIR:-target}/release/rop"
-# Models (Whisper base, Silero VAD, Qwen2.5-Coder-1.5B for checklists): fetched and checked
+# Speech recognition models (Whisper base, Silero VAD): fetched and checked
 # once, skipped when already in place.
 "$rop" "$@" models install
 key=$("$rop" "$@" api-key show)

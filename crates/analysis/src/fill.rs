@@ -11,7 +11,9 @@
 //! there but cannot be read as its type («когда-нибудь» for a date, a word
 //! outside an enum) becomes `null` at once: asking the same question again
 //! rarely changes what the call said, and one unreadable field should not
-//! cost the others.
+//! cost the others. A value the model copied from the table's definition
+//! (an example in a column's description) that the call never says is
+//! dropped too.
 
 use std::collections::BTreeMap;
 
@@ -21,9 +23,9 @@ use rop_llm::{LanguageModel, Prompt};
 use serde_json::{json, Map, Value};
 
 use crate::ask::{ask, json_object, SYSTEM};
-use crate::dialogue::{normalized_words, Dialogue};
+use crate::dialogue::{normalized_words, Dialogue, Speaker};
 use crate::normalize::{match_enum, parse_bool, parse_date, parse_number};
-use crate::AnalysisError;
+use crate::{quotes, AnalysisError};
 
 const MAX_SPAN_CHARS: usize = 200;
 const MAX_STRING_CHARS: usize = 1_000;
@@ -35,7 +37,7 @@ pub(crate) async fn run(
     call_date: NaiveDate,
 ) -> Result<BTreeMap<String, Value>, AnalysisError> {
     let prompt = prompt(dialogue, table);
-    let data = ask(llm, &prompt, |text| parse(table, text, call_date)).await?;
+    let data = ask(llm, &prompt, |text| parse(dialogue, table, text, call_date)).await?;
     table
         .check_data(&data)
         .map_err(|e| AnalysisError::Failed(format!("Данные таблицы не прошли проверку: {e}")))?;
@@ -134,6 +136,7 @@ pub(crate) fn schema(table: &Table) -> Value {
 /// The model's text as the table's data, every value of its column's type
 /// or `null`; an error says what is wrong with the answer's shape.
 pub(crate) fn parse(
+    dialogue: &Dialogue,
     table: &Table,
     text: &str,
     call_date: NaiveDate,
@@ -146,9 +149,44 @@ pub(crate) fn parse(
             let raw = map
                 .get(&column.key)
                 .ok_or_else(|| format!("нет поля {}", column.key))?;
-            Ok((column.key.clone(), value(column, raw, call_date)?))
+            let value = if copied_from_definition(dialogue, table, column, raw) {
+                Value::Null
+            } else {
+                value(column, raw, call_date)?
+            };
+            Ok((column.key.clone(), value))
         })
         .collect()
+}
+
+/// The model took the value from the table's own words (an example in a
+/// description, the instruction) rather than from the call: the failure
+/// MODELS.md measured most often. Enum values and booleans are exempt:
+/// the definition has to name them.
+fn copied_from_definition(
+    dialogue: &Dialogue,
+    table: &Table,
+    column: &Column,
+    raw: &Value,
+) -> bool {
+    if matches!(column.kind, ColumnType::Enum | ColumnType::Boolean) {
+        return false;
+    }
+    let text = match raw {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => return false,
+    };
+    let words = normalized_words(&text).join(" ");
+    if words.is_empty() {
+        return false;
+    }
+    let definition = std::iter::once(table.instruction.as_str())
+        .chain(table.columns.iter().map(|c| c.description.as_str()))
+        .map(|t| format!(" {} ", normalized_words(t).join(" ")))
+        .collect::<String>();
+    definition.contains(&format!(" {words} "))
+        && quotes::find(dialogue, &text, Speaker::Anyone, None).is_none()
 }
 
 /// Words a model writes for "not said".

@@ -198,15 +198,8 @@ fn stage_answer(key: &str, value: Value) -> Result<StageAnswer, String> {
     };
     let line = match field("evidence_line") {
         Value::Null => None,
-        Value::Number(n) => match n.as_u64() {
-            Some(0) => None,
-            Some(n) => Some(n as usize),
-            None => {
-                return Err(format!(
-                    "{key}.evidence_line: ожидалось целое ≥ 0, а не {n}"
-                ))
-            }
-        },
+        // 0 is "no line"; a negative one (grammars allow the sign) too.
+        Value::Number(n) => n.as_u64().filter(|n| *n > 0).map(|n| n as usize),
         other => {
             return Err(format!(
                 "{key}.evidence_line: ожидалось число, а не {other}"

@@ -30,7 +30,7 @@ use rop_domain::transcript::Transcript;
 use rop_llm::LanguageModel;
 
 pub use dialogue::{Found, Speaker};
-pub use normalize::{match_enum, parse_bool, parse_date, parse_number};
+pub use normalize::{parse_date, parse_number};
 pub use quotes::verify_quote;
 
 use dialogue::Dialogue;

@@ -528,7 +528,7 @@ fn dated(year: Option<i32>, month: u32, day: u32, call_date: NaiveDate) -> Optio
 // --- booleans and enums -------------------------------------------------
 
 /// «да», «нет», `true`, `false` and their kin.
-pub fn parse_bool(text: &str) -> Option<bool> {
+pub(crate) fn parse_bool(text: &str) -> Option<bool> {
     match normalize_word(text).as_str() {
         "да" | "true" | "yes" | "верно" | "конечно" | "1" => Some(true),
         "нет" | "false" | "no" | "неверно" | "0" => Some(false),
@@ -539,7 +539,7 @@ pub fn parse_bool(text: &str) -> Option<bool> {
 /// The enum value `text` names: exactly, up to case, `ё` and punctuation,
 /// in another word form, or contained in it once («пластиковые окна» →
 /// «окна»). `None` when none or several fit.
-pub fn match_enum(text: &str, values: &[String]) -> Option<String> {
+pub(crate) fn match_enum(text: &str, values: &[String]) -> Option<String> {
     if let Some(v) = values.iter().find(|v| v.as_str() == text) {
         return Some(v.clone());
     }

@@ -471,6 +471,19 @@ async fn unreadable_values_become_null_and_bad_shapes_are_retried() {
     );
     assert_eq!(model.prompts().len(), 2);
 
+    // «150000» is the description's example, never said in the call.
+    let model = Scripted::texts(&[json!({
+        "budget": 150000, "measure_date": null, "callback_date": null, "product": "Окна",
+        "wants_measure": true, "area": null, "client_name": null
+    })]);
+    let result = analyzer(&model)
+        .table(&table(), &call(), None, now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(result.extracted_data["budget"], Value::Null);
+    assert_eq!(result.extracted_data["product"], "Окна");
+
     let model = Scripted::texts(&[json!({"budget": [1]}), json!("нет")]);
     let err = analyzer(&model)
         .table(&table(), &call(), None, now())
@@ -597,7 +610,17 @@ fn checklist_answers_parse_strictly() {
     );
     let mut negative = good_answer();
     negative["01_greeting"]["evidence_line"] = json!(-1);
-    assert!(judge::parse(&checklist, &negative.to_string()).is_err());
+    assert_eq!(
+        judge::parse(&checklist, &negative.to_string()).unwrap()[0].line,
+        None
+    );
+    let mut wrong = good_answer();
+    wrong["01_greeting"]["evidence_line"] = json!("первая");
+    let err = judge::parse(&checklist, &wrong.to_string()).unwrap_err();
+    assert!(err.contains("01_greeting.evidence_line"), "{err}");
+    let mut not_object = good_answer();
+    not_object["03_objections"] = json!(true);
+    assert!(judge::parse(&checklist, &not_object.to_string()).is_err());
 }
 
 #[tokio::test]
@@ -619,4 +642,22 @@ async fn silent_calls_do_not_ask_the_model() {
         .unwrap();
     assert!(table.extracted_data.values().all(Value::is_null));
     assert!(model.prompts().is_empty());
+}
+
+#[test]
+fn schemas_become_grammars_in_the_order_the_model_should_think() {
+    let dialogue = Dialogue::new(&call());
+    let grammar =
+        rop_llm::grammar::gbnf_from_schema(&judge::prompt(&dialogue, &checklist()).schema).unwrap();
+    let at = |needle: &str| {
+        grammar
+            .find(needle)
+            .unwrap_or_else(|| panic!("{needle} in {grammar}"))
+    };
+    assert!(at("evidence_line") < at("evidence_quote"));
+    assert!(at("evidence_quote") < at("explanation"));
+    assert!(at("explanation") < at("is_done"));
+    assert!(at("is_done") < at("percent"));
+    assert!(at("01_greeting") < at("02_budget") && at("02_budget") < at("03_objections"));
+    rop_llm::grammar::gbnf_from_schema(&fill::prompt(&dialogue, &table()).schema).unwrap();
 }

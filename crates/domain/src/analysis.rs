@@ -702,17 +702,32 @@ mod tests {
 
     #[test]
     fn filters_admit_matching_calls() {
-        let call: Call = serde_json::from_value(serde_json::json!({
-            "call_id": "c1", "manager_id": "m1", "deal_id": null, "deal_stage_id": "s1",
-            "stage_id": null, "direction": "incoming", "client_phone": null,
-            "client_name": null, "call_started_at": null, "declared_duration": 120.0,
-            "audio_url": null, "uploaded_file_bytes": null, "status": "analyzing",
-            "status_reason": null, "failure_code": null,
-            "received_at": "2026-11-21T10:00:00Z", "updated_at": "2026-11-21T10:00:00Z",
-            "completion_percentage": null, "audio": null, "manager_channel": null,
-            "metadata": {}
-        }))
-        .unwrap();
+        let now = Utc::now();
+        let call = Call {
+            call_id: crate::CallId::parse("c1").unwrap(),
+            manager_id: crate::ManagerId::parse("m1").unwrap(),
+            deal_id: None,
+            deal_stage_id: Some("s1".into()),
+            stage_id: None,
+            direction: Some(Direction::Incoming),
+            client_phone: None,
+            client_name: None,
+            call_started_at: None,
+            declared_duration: Some(120.0),
+            audio_url: None,
+            uploaded_file_bytes: None,
+            status: crate::CallStatus::Analyzing,
+            status_reason: None,
+            failure_code: None,
+            received_at: now,
+            updated_at: now,
+            completion_percentage: None,
+            audio: None,
+            manager_channel: None,
+            metadata: Default::default(),
+            seq: 1,
+            audio_blob: None,
+        };
         let office = OfficeId::parse("o1").unwrap();
         assert!(Filters::default().admit(&call, &[]));
         let f = Filters {

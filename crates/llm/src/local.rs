@@ -6,6 +6,7 @@
 //! prefix. Answers are sampled greedily under a grammar made from the
 //! prompt's schema, so they are JSON of that schema unless cut short.
 
+use std::ffi::CStr;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -72,16 +73,42 @@ impl std::fmt::Debug for LocalLlama {
     }
 }
 
+/// The ggml release llama.cpp is built with (llama-cpp-sys-2 0.1.160).
+pub const BUNDLED_GGML_VERSION: &str = "0.26.0";
+
+/// The ggml release llama.cpp runs on in this binary. whisper.cpp bundles
+/// an older one; with both linked into one binary, the linker keeps one
+/// definition of each ggml symbol, and link order decides whose.
+pub fn linked_ggml_version() -> String {
+    // SAFETY: `ggml_version` returns a pointer to a static C string.
+    unsafe { CStr::from_ptr(llama_cpp_sys_2::ggml_version()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// llama.cpp's global state: set up once per process, never torn down.
 fn backend() -> Result<&'static LlamaBackend, LlmError> {
     static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
     BACKEND
         .get_or_init(|| {
             send_logs_to_tracing(LogOptions::default());
+            warn_about_foreign_ggml();
             LlamaBackend::init().map_err(|error| error.to_string())
         })
         .as_ref()
         .map_err(|error| LlmError::Failed(format!("llama.cpp не запустился: {error}")))
+}
+
+fn warn_about_foreign_ggml() {
+    let linked = linked_ggml_version();
+    if linked != BUNDLED_GGML_VERSION {
+        tracing::warn!(
+            linked = %linked,
+            bundled = BUNDLED_GGML_VERSION,
+            "llama.cpp runs on another copy of ggml than it was built with \
+             (whisper.cpp's, by link order); its answers are not vouched for"
+        );
+    }
 }
 
 impl LocalLlama {
@@ -518,6 +545,11 @@ mod tests {
                 "accepted {text}\n{gbnf}"
             );
         }
+    }
+
+    #[test]
+    fn the_bundled_ggml_version_is_the_one_built() {
+        assert_eq!(linked_ggml_version(), BUNDLED_GGML_VERSION);
     }
 
     #[test]

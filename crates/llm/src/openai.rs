@@ -70,11 +70,17 @@ impl OpenAiChat {
 
     /// The request body for `prompt`, as OpenAI documents it.
     fn body(&self, prompt: &Prompt) -> serde_json::Value {
+        // The shared context first: servers cache prompt prefixes.
+        let user = if prompt.context.is_empty() {
+            prompt.task.clone()
+        } else {
+            format!("{}\n\n{}", prompt.context, prompt.task)
+        };
         json!({
             "model": self.config.model,
             "messages": [
                 {"role": "system", "content": prompt.system},
-                {"role": "user", "content": format!("{}\n\n{}", prompt.context, prompt.task)},
+                {"role": "user", "content": user},
             ],
             "temperature": 0,
             "max_tokens": prompt.max_tokens,

@@ -183,6 +183,18 @@ async fn refuses_what_it_cannot_do() {
         "{error:?}"
     );
 
+    // An answer longer than max_tokens is cut short: no JSON to give.
+    let cramped = Prompt {
+        context: String::new(),
+        max_tokens: 3,
+        ..fields_prompt()
+    };
+    let error = llm.complete(&cramped).await.unwrap_err();
+    assert!(
+        matches!(&error, LlmError::Failed(m) if m.contains("не уместился")),
+        "{error:?}"
+    );
+
     // Still works after refusing: a short prompt fits.
     let short = Prompt {
         context: String::new(),

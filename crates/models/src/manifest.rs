@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 pub const WHISPER_BASE: &str = "whisper-base";
 /// Silero VAD v6.2.0 in whisper.cpp's ggml format: voice activity detection.
 pub const SILERO_VAD: &str = "silero-vad";
-/// Qwen2.5-Coder-1.5B-Instruct Q4_K_M GGUF: the local LLM of checklists and tables.
+/// Qwen2.5-Coder-1.5B-Instruct Q4_K_M GGUF: the local LLM (optional until it runs in-process).
 pub const QWEN_CODER_1_5B: &str = "qwen2.5-coder-1.5b";
 
 /// The set of models the product knows about.
@@ -383,7 +383,7 @@ fn builtin() -> Manifest {
         file: "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf".into(),
         size: 1_117_320_768,
         sha256: qwen_sha.into(),
-        default: true,
+        default: false,
         description: "локальная языковая модель: Qwen2.5-Coder-1.5B-Instruct Q4_K_M".into(),
         sources: vec![
             Source {
@@ -478,7 +478,7 @@ mod tests {
             }
         }
         let defaults: Vec<&str> = manifest.defaults().map(|m| m.name.as_str()).collect();
-        assert_eq!(defaults, [WHISPER_BASE, SILERO_VAD, QWEN_CODER_1_5B]);
+        assert_eq!(defaults, [WHISPER_BASE, SILERO_VAD]);
         assert!(manifest.get(QWEN_CODER_1_5B).is_some());
     }
 

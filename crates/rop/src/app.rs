@@ -18,7 +18,7 @@ use rop_blob::BlobStore;
 use rop_delivery::{Deliverer, DelivererConfig, RetryPolicy};
 use rop_domain::Store;
 use rop_fetch::{ClientConfig, DownloadLimits, GuardedClient, UrlGuard};
-use rop_llm::{LanguageModel, LocalLlama, LocalLlamaConfig, OpenAiChat, OpenAiChatConfig};
+use rop_llm::{LanguageModel, OpenAiChat, OpenAiChatConfig};
 use rop_pipeline::{AnalyzeStep, DecodeStep, DownloadStep, TranscribeStep, WorkerConfig, Workers};
 use rop_storage_postgres::PostgresStore;
 use rop_storage_sqlite::SqliteStore;
@@ -194,17 +194,11 @@ impl Core {
 pub fn language_model(config: &Config) -> anyhow::Result<Option<Arc<dyn LanguageModel>>> {
     Ok(match config.llm_engine {
         LlmEngineKind::None => None,
-        LlmEngineKind::Local => {
-            let mut llama = LocalLlamaConfig::new(config.llm_model());
-            if config.llm_threads > 0 {
-                llama.threads = u32::try_from(config.llm_threads).unwrap_or(u32::MAX);
-            }
-            llama.context_tokens = config.llm_context_tokens;
-            let threads = llama.threads;
-            let model = LocalLlama::load(llama).context("языковая модель не готова")?;
-            tracing::info!(model = %config.llm_model().display(), threads, "llama.cpp loaded");
-            Some(Arc::new(model))
-        }
+        LlmEngineKind::Local => bail!(
+            "llm_engine = local: llama.cpp in this process is not available yet — its ggml \
+             clashes with whisper.cpp's in one binary; use llm_engine = openai with a local \
+             llama.cpp server or Ollama, or llm_engine = none (phrase rules)"
+        ),
         LlmEngineKind::OpenAi => {
             let url = config
                 .llm_url

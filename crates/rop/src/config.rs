@@ -66,10 +66,10 @@ pub struct Config {
     pub asr_remote_model: String,
     /// `openai` engine: time limit of one request.
     pub asr_timeout_secs: u64,
-    /// Language model for checklists and tables: `local` (llama.cpp in this
-    /// process), `openai` (a server with OpenAI's `/v1/chat/completions`:
-    /// Ollama, vLLM, llama.cpp server, a cloud API) or `none` (phrase rules
-    /// only; tables are not filled).
+    /// Language model for checklists and tables: `openai` (a server with
+    /// OpenAI's `/v1/chat/completions`: Ollama, vLLM, llama.cpp server, a
+    /// cloud API), `none` (phrase rules only; tables are not filled), or
+    /// `local` (llama.cpp in this process — not available yet).
     pub llm_engine: LlmEngineKind,
     /// GGUF model file [default: Qwen2.5-Coder-1.5B-Instruct in the models directory].
     pub llm_model: Option<PathBuf>,
@@ -162,7 +162,7 @@ impl Default for Config {
             asr_api_key: None,
             asr_remote_model: "whisper-1".to_owned(),
             asr_timeout_secs: 600,
-            llm_engine: LlmEngineKind::Local,
+            llm_engine: LlmEngineKind::None,
             llm_model: None,
             llm_threads: 0,
             llm_context_tokens: 8192,

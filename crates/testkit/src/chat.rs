@@ -250,7 +250,7 @@ async fn complete(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: B
     }
     // A request the API rejects leaves the scripted reply for the next one.
     if let Err(response) = check(&request) {
-        return response;
+        return *response;
     }
 
     let next = shared.script.lock().unwrap().pop_front();
@@ -321,58 +321,62 @@ fn tokens(text: &str) -> usize {
 }
 
 /// OpenAI's request validation, as far as our clients can get it wrong.
-fn check(request: &Value) -> Result<(), Response> {
+fn check(request: &Value) -> Result<(), Box<Response>> {
     if !request["model"].is_string() {
-        return Err(invalid("you must provide a model parameter", None, None));
+        return Err(Box::new(invalid(
+            "you must provide a model parameter",
+            None,
+            None,
+        )));
     }
     let Some(messages) = request.get("messages") else {
-        return Err(invalid(
+        return Err(Box::new(invalid(
             "Missing required parameter: 'messages'.",
             Some("messages"),
             Some("missing_required_parameter"),
-        ));
+        )));
     };
     let Some(messages) = messages.as_array() else {
-        return Err(invalid(
+        return Err(Box::new(invalid(
             "Invalid type for 'messages': expected an array, but got an object instead.",
             Some("messages"),
             Some("invalid_type"),
-        ));
+        )));
     };
     if messages.is_empty() {
-        return Err(invalid(
+        return Err(Box::new(invalid(
             "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.",
             Some("messages"),
             Some("empty_array"),
-        ));
+        )));
     }
     for (i, message) in messages.iter().enumerate() {
         let role = message["role"].as_str().unwrap_or_default();
         if !["system", "developer", "user", "assistant", "tool"].contains(&role) {
-            return Err(invalid(
+            return Err(Box::new(invalid(
                 &format!(
                     "Invalid value: '{role}'. Supported values are: 'system', 'assistant', \
                      'user', 'function', 'tool', and 'developer'."
                 ),
                 Some(&format!("messages[{i}].role")),
                 Some("invalid_value"),
-            ));
+            )));
         }
         if !message["content"].is_string() && !message["content"].is_array() {
-            return Err(invalid(
+            return Err(Box::new(invalid(
                 &format!("Invalid type for 'messages[{i}].content': expected one of a string or array of objects."),
                 Some(&format!("messages[{i}].content")),
                 Some("invalid_type"),
-            ));
+            )));
         }
     }
     if let Some(max) = request.get("max_tokens") {
         if max.as_u64().is_none_or(|max| max < 1) {
-            return Err(invalid(
+            return Err(Box::new(invalid(
                 &format!("Invalid 'max_tokens': integer below minimum value. Expected a value >= 1, but got {max} instead."),
                 Some("max_tokens"),
                 Some("integer_below_min_value"),
-            ));
+            )));
         }
     }
     if let Some(temperature) = request.get("temperature") {
@@ -380,11 +384,11 @@ fn check(request: &Value) -> Result<(), Response> {
             .as_f64()
             .is_none_or(|t| !(0.0..=2.0).contains(&t))
         {
-            return Err(invalid(
+            return Err(Box::new(invalid(
                 &format!("Invalid 'temperature': expected a number between 0 and 2, but got {temperature} instead."),
                 Some("temperature"),
                 Some("invalid_value"),
-            ));
+            )));
         }
     }
     if let Some(format) = request.get("response_format") {
@@ -393,16 +397,16 @@ fn check(request: &Value) -> Result<(), Response> {
     Ok(())
 }
 
-fn check_response_format(format: &Value) -> Result<(), Response> {
+fn check_response_format(format: &Value) -> Result<(), Box<Response>> {
     match format["type"].as_str() {
         Some("text" | "json_object") => Ok(()),
         Some("json_schema") => {
             let Some(spec) = format.get("json_schema").filter(|s| s.is_object()) else {
-                return Err(invalid(
+                return Err(Box::new(invalid(
                     "Missing required parameter: 'response_format.json_schema'.",
                     Some("response_format.json_schema"),
                     Some("missing_required_parameter"),
-                ));
+                )));
             };
             let name = spec["name"].as_str().unwrap_or_default();
             let name_ok = !name.is_empty()
@@ -411,38 +415,38 @@ fn check_response_format(format: &Value) -> Result<(), Response> {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
             if !name_ok {
-                return Err(invalid(
+                return Err(Box::new(invalid(
                     &format!("Invalid 'response_format.json_schema.name': string does not match pattern. Expected a string that matches the pattern '^[a-zA-Z0-9_-]+$', but got '{name}' instead."),
                     Some("response_format.json_schema.name"),
                     Some("invalid_value"),
-                ));
+                )));
             }
             let Some(schema) = spec.get("schema").filter(|s| s.is_object()) else {
-                return Err(invalid(
+                return Err(Box::new(invalid(
                     "Missing required parameter: 'response_format.json_schema.schema'.",
                     Some("response_format.json_schema.schema"),
                     Some("missing_required_parameter"),
-                ));
+                )));
             };
             if spec["strict"] == Value::Bool(true) {
                 if let Err(problem) = strict_schema(schema, &mut Vec::new()) {
-                    return Err(invalid(
+                    return Err(Box::new(invalid(
                         &format!("Invalid schema for response_format '{name}': {problem}"),
                         Some("response_format"),
                         None,
-                    ));
+                    )));
                 }
             }
             Ok(())
         }
-        other => Err(invalid(
+        other => Err(Box::new(invalid(
             &format!(
                 "Invalid value: '{}'. Supported values are: 'json_object', 'json_schema', and 'text'.",
                 other.unwrap_or_default()
             ),
             Some("response_format.type"),
             Some("invalid_value"),
-        )),
+        ))),
     }
 }
 

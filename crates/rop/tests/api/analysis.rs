@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use rop_delivery::signature;
+use rop_testkit::chat::ChatDouble;
 use rop_testkit::transcription::TranscriptionDouble;
 use rop_testkit::webhook::{Reply, WebhookReceiver};
 use serde_json::{json, Value};
@@ -483,6 +484,7 @@ on_both_backends!(
     a_call_is_scored_by_rules_and_the_result_delivered_signed,
     a_rejected_webhook_fails_for_good_and_can_be_resent,
     reanalysis_applies_a_changed_checklist,
+    a_language_model_server_scores_and_fills_and_bad_answers_fail_cleanly,
 );
 
 /// The receiver is down and the server is killed and started again: the
@@ -591,4 +593,106 @@ async fn a_webhook_survives_a_restart_while_the_receiver_is_down() {
         attempts.len() >= 2 && attempts[0]["status_code"].is_null(),
         "{call:#}"
     );
+}
+
+/// The model's answers for the tone dialogue: every stage claimed done
+/// (the code then keeps only what the transcript proves), and the table
+/// filled with words the code turns into typed values.
+fn model_answer(request: &Value) -> String {
+    let properties = &request["response_format"]["json_schema"]["schema"]["properties"];
+    let stage = |quote: &str| {
+        json!({"evidence_line": 1, "evidence_quote": quote, "explanation": "Сказано в звонке",
+               "is_done": true, "percent": 90})
+    };
+    if properties.get("01_greeting").is_some() {
+        json!({
+            "01_greeting": stage("тон 440 герц"),
+            "02_needs": stage("тон 1000 герц"),
+            "03_rude": stage("тон 440 герц"),
+        })
+        .to_string()
+    } else {
+        json!({"zamer": true, "okna": "три", "obekt": "квартира"}).to_string()
+    }
+}
+
+fn deals_table() -> Value {
+    json!({
+        "table_id": "TBL_1755863365",
+        "name": "Сделка",
+        "columns": [
+            {"key": "zamer", "title": "Замер назначен", "type": "boolean"},
+            {"key": "okna", "title": "Количество окон", "type": "integer"},
+            {"key": "obekt", "title": "Объект", "type": "enum", "values": ["квартира", "дом"]}
+        ]
+    })
+}
+
+async fn a_language_model_server_scores_and_fills_and_bad_answers_fail_cleanly(backend: Backend) {
+    let asr = TranscriptionDouble::start(None).await;
+    let chat = ChatDouble::start(Some("llm-key")).await;
+    chat.answer_with(model_answer);
+    let app = spawn_app_with(backend, |c| {
+        with_workers(c, &asr);
+        c.llm_engine = rop::config::LlmEngineKind::OpenAi;
+        c.llm_url = Some(chat.base_url());
+        c.llm_api_key = Some("llm-key".into());
+        c.job_attempts = 1;
+    })
+    .await;
+    let mut definition = checklist("https://crm.example.ru/hook");
+    definition.as_object_mut().unwrap().remove("webhook");
+    create(&app, "/api/v1/checklists", &definition).await;
+    create(&app, "/api/v1/tables", &deals_table()).await;
+
+    // One unreadable answer is asked again; the second is used.
+    chat.reply_with("Конечно! Вот оценка звонка.");
+    app.upload_file("judged", stereo_wav(), &[]).await;
+    let call = wait_for(&app, "judged", |call| call["status"] == "done").await;
+    let result = &call["checklists"][0];
+    assert_eq!(result["engine"], "llm", "{call:#}");
+    assert_eq!(stage(result, "greeting")["status"], "completed");
+    assert_eq!(stage(result, "greeting")["quote"], "тон 440 герц");
+    // Claimed done, but the words are the client's: not the manager's stage.
+    let needs = stage(result, "needs");
+    assert_eq!(
+        (needs["status"].as_str(), needs["quote"].as_str()),
+        (Some("failed"), Some(""))
+    );
+    // Claimed done, but a forbidden phrase was said.
+    assert_eq!(stage(result, "rude")["status"], "failed");
+    let ready: Value = app
+        .get("/api/v1/tables/call-ready?tab=TBL_1755863365&call=judged")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready,
+        json!({"ready": true, "data": {"zamer": true, "okna": 3, "obekt": "квартира"}})
+    );
+    let request = chat.last_request();
+    let user = request["messages"][1]["content"].as_str().unwrap();
+    assert!(
+        user.contains("тон 440 герц"),
+        "the transcript goes to the model: {user}"
+    );
+
+    // Two unreadable answers: the call fails with a clear reason and no
+    // result of the analysis is stored.
+    chat.reply_with("не JSON");
+    chat.reply_with("{\"01_greeting\": 5}");
+    app.upload_file("garbled", stereo_wav(), &[]).await;
+    let call = wait_for(&app, "garbled", |call| call["status"] == "failed").await;
+    assert_eq!(call["failure_code"], "analysis_failed", "{call:#}");
+    assert!(
+        call["status_reason"].as_str().unwrap().contains("дважды"),
+        "{call:#}"
+    );
+    assert_eq!(call["checklists"], json!([]));
+    assert_eq!(call["tables"], json!([]));
+    assert_eq!(call["deliveries"], json!([]));
+    assert!(call["completion_percentage"].is_null());
 }

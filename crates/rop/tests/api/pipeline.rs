@@ -162,7 +162,7 @@ async fn an_uploaded_file_is_not_downloaded_again(backend: Backend) {
         .iter()
         .map(|j| &j["kind"])
         .collect();
-    assert_eq!(kinds, ["decode", "transcribe"], "{call:#}");
+    assert_eq!(kinds, ["decode", "transcribe", "analyze"], "{call:#}");
 }
 
 async fn stereo_channels_get_roles_from_settings_or_the_call(backend: Backend) {
