@@ -13,7 +13,8 @@ use serde_json::{json, Value};
 use crate::helpers::{error_of, spawn_app_with, Backend, TestApp};
 use crate::on_both_backends;
 use crate::pipeline::{
-    api_key_of, free_port, job, spawn_serve_with, stereo_wav, wait_for, wait_ready, with_workers,
+    api_key_of, free_port, job, spawn_serve_with, stereo_wav, wait_done, wait_for, wait_ready,
+    with_workers,
 };
 
 const SECRET: &str = "webhook-secret-1";
@@ -560,26 +561,7 @@ async fn a_webhook_survives_a_restart_while_the_receiver_is_down() {
     let mut server = spawn_serve_with(dir.path(), port, &asr.base_url(), &settings);
     wait_ready(&client, &base).await;
     let requests = receiver.wait_for_requests(1, Duration::from_secs(60)).await;
-    let started = std::time::Instant::now();
-    let call = loop {
-        let call: Value = client
-            .get(&call_url)
-            .header("X-Api-Key", &key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if call["status"] == "done" {
-            break call;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "not done: {call:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let call = wait_done(&client, &base, &key, "restart").await;
     server.kill().unwrap();
     server.wait().unwrap();
     let delivery = &call["deliveries"][0];
