@@ -219,13 +219,14 @@ impl LanguageModel for LocalLlama {
     async fn complete(&self, prompt: &Prompt) -> Result<Completion, LlmError> {
         let grammar = gbnf_from_schema(&prompt.schema)
             .map_err(|error| LlmError::Failed(error.to_string()))?;
-        let session = self.session.clone();
+        let shared = self.session.clone();
         let prompt = prompt.clone();
         tokio::task::spawn_blocking(move || {
-            let mut session = session.lock().unwrap_or_else(|poisoned| {
-                // A panic mid-request leaves the cache in an unknown state.
+            let mut session = shared.lock().unwrap_or_else(|poisoned| {
+                // A panic mid-request left the cache in an unknown state.
                 let mut session = poisoned.into_inner();
                 session.forget();
+                shared.clear_poison();
                 session
             });
             session.complete(&prompt, &grammar)
