@@ -71,12 +71,6 @@ pub struct Config {
     /// cloud API), `none` (phrase rules only; tables are not filled), or
     /// `local` (llama.cpp in this process — not available yet).
     pub llm_engine: LlmEngineKind,
-    /// GGUF model file [default: Qwen2.5-Coder-1.5B-Instruct in the models directory].
-    pub llm_model: Option<PathBuf>,
-    /// Threads of the local model; 0 = every core.
-    pub llm_threads: usize,
-    /// Context window of the local model, in tokens (transcript and answer).
-    pub llm_context_tokens: u32,
     /// `openai` engine: the API root, e.g. `http://127.0.0.1:11434/v1/`.
     pub llm_url: Option<String>,
     /// `openai` engine: bearer token, when the server wants one.
@@ -163,9 +157,6 @@ impl Default for Config {
             asr_remote_model: "whisper-1".to_owned(),
             asr_timeout_secs: 600,
             llm_engine: LlmEngineKind::None,
-            llm_model: None,
-            llm_threads: 0,
-            llm_context_tokens: 8192,
             llm_url: None,
             llm_api_key: None,
             llm_remote_model: "qwen2.5-coder:1.5b".to_owned(),
@@ -242,8 +233,6 @@ impl Config {
             Some("llm_url: некорректный адрес")
         } else if self.llm_timeout_secs == 0 || self.webhook_timeout_secs == 0 {
             Some("llm_timeout_secs и webhook_timeout_secs должны быть больше нуля")
-        } else if self.llm_context_tokens < 1024 {
-            Some("llm_context_tokens: не меньше 1024")
         } else if self.webhook_concurrency == 0 {
             Some("webhook_concurrency: нужен хотя бы один")
         } else {
@@ -315,19 +304,6 @@ impl Config {
         })
     }
 
-    /// The local language model: the configured file, or the one `rop
-    /// models install` puts in the models directory.
-    pub fn llm_model(&self) -> PathBuf {
-        self.llm_model.clone().unwrap_or_else(|| {
-            rop_models::model_path(&self.models_dir, rop_models::QWEN_CODER_1_5B).unwrap_or_else(
-                || {
-                    self.models_dir
-                        .join("qwen2.5-coder-1.5b-instruct-q4_k_m.gguf")
-                },
-            )
-        })
-    }
-
     pub fn vad_model(&self) -> Option<PathBuf> {
         self.asr_vad.then(|| {
             rop_models::model_path(&self.models_dir, rop_models::SILERO_VAD)
@@ -382,9 +358,6 @@ impl fmt::Debug for Config {
             .field("asr_api_key", &self.asr_api_key.as_ref().map(|_| "***"))
             .field("asr_remote_model", &self.asr_remote_model)
             .field("llm_engine", &self.llm_engine)
-            .field("llm_model", &self.llm_model)
-            .field("llm_threads", &self.llm_threads)
-            .field("llm_context_tokens", &self.llm_context_tokens)
             .field("llm_url", &self.llm_url)
             .field("llm_api_key", &self.llm_api_key.as_ref().map(|_| "***"))
             .field("llm_remote_model", &self.llm_remote_model)

@@ -15,6 +15,7 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use crate::jobs::insert_event;
 use crate::rows::backend;
+use crate::unique_violation;
 
 /// `checklists` and `analysis_tables` share their shape: id, name, JSON
 /// definition.
@@ -32,13 +33,6 @@ pub(crate) const TABLES: Definitions = Definitions {
     table: "analysis_tables",
     id_column: "table_id",
 };
-
-fn unique_violation(error: sqlx::Error) -> StoreError {
-    match &error {
-        sqlx::Error::Database(e) if e.is_unique_violation() => StoreError::Duplicate,
-        _ => backend(error),
-    }
-}
 
 impl Definitions {
     pub async fn insert<T: Serialize>(

@@ -84,7 +84,7 @@ impl PostgresStore {
     }
 }
 
-fn unique_violation(error: sqlx::Error) -> StoreError {
+pub(crate) fn unique_violation(error: sqlx::Error) -> StoreError {
     match &error {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Duplicate,
         _ => backend(error),

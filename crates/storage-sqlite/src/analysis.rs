@@ -14,6 +14,7 @@ use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
 use crate::jobs::insert_event;
 use crate::rows::{backend, from_ms, ms};
+use crate::unique_violation;
 
 /// `checklists` and `analysis_tables` share their shape: id, name, JSON
 /// definition.
@@ -31,13 +32,6 @@ pub(crate) const TABLES: Definitions = Definitions {
     table: "analysis_tables",
     id_column: "table_id",
 };
-
-fn unique_violation(error: sqlx::Error) -> StoreError {
-    match &error {
-        sqlx::Error::Database(e) if e.is_unique_violation() => StoreError::Duplicate,
-        _ => backend(error),
-    }
-}
 
 fn json<T: Serialize>(value: &T) -> StoreResult<String> {
     serde_json::to_string(value).map_err(backend)

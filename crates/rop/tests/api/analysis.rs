@@ -131,9 +131,7 @@ async fn checklists_and_tables_are_managed_through_the_api(backend: Backend) {
     changed["name"] = json!("Новый скрипт");
     changed["webhook"] = json!({"url": "https://crm.example.ru/other"});
     let response = app
-        .client
-        .put(app.url("/api/v1/checklists/script"))
-        .header("X-Api-Key", &app.key)
+        .put("/api/v1/checklists/script")
         .json(&changed)
         .send()
         .await
@@ -144,9 +142,7 @@ async fn checklists_and_tables_are_managed_through_the_api(backend: Backend) {
     assert_eq!(stored.webhook.as_ref().unwrap().secret, SECRET);
     // The body's id must agree with the path's.
     let response = app
-        .client
-        .put(app.url("/api/v1/checklists/missing"))
-        .header("X-Api-Key", &app.key)
+        .put("/api/v1/checklists/missing")
         .json(&changed)
         .send()
         .await
@@ -161,9 +157,7 @@ async fn checklists_and_tables_are_managed_through_the_api(backend: Backend) {
     );
     changed.as_object_mut().unwrap().remove("checklist_id");
     let response = app
-        .client
-        .put(app.url("/api/v1/checklists/missing"))
-        .header("X-Api-Key", &app.key)
+        .put("/api/v1/checklists/missing")
         .json(&changed)
         .send()
         .await
@@ -435,9 +429,7 @@ async fn reanalysis_applies_a_changed_checklist(backend: Backend) {
     // The script changes: the third stage no longer forbids «440».
     definition["stages"][2]["forbidden_phrases"] = json!(["грубость"]);
     let response = app
-        .client
-        .put(app.url("/api/v1/checklists/script"))
-        .header("X-Api-Key", &app.key)
+        .put("/api/v1/checklists/script")
         .json(&definition)
         .send()
         .await

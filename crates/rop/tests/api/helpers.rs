@@ -75,6 +75,12 @@ impl TestApp {
             .header("X-Api-Key", &self.key)
     }
 
+    pub fn put(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .put(self.url(path))
+            .header("X-Api-Key", &self.key)
+    }
+
     pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {
         self.client
             .delete(self.url(path))
