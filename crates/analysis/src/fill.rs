@@ -13,7 +13,7 @@
 //! rarely changes what the call said, and one unreadable field should not
 //! cost the others. A value the model copied from the table's definition
 //! (an example in a column's description) that the call never says is
-//! dropped too.
+//! dropped too, and so is a date with a year the call never says.
 
 use std::collections::BTreeMap;
 
@@ -67,12 +67,20 @@ fn task(table: &Table) -> String {
     for column in &table.columns {
         let kind = match column.kind {
             ColumnType::String => "текст".to_string(),
-            ColumnType::Number => "число — напиши так, как его сказали в разговоре".to_string(),
+            ColumnType::Number => {
+                "число — цифрами, если его сказали цифрами, иначе словами, как сказали в разговоре"
+                    .to_string()
+            }
             ColumnType::Integer => {
-                "целое число — напиши так, как его сказали в разговоре".to_string()
+                "целое число — цифрами, если его сказали цифрами, иначе словами, как сказали в разговоре"
+                    .to_string()
             }
             ColumnType::Boolean => "да или нет: true или false".to_string(),
-            ColumnType::Date => "дата — напиши так, как её сказали в разговоре".to_string(),
+            ColumnType::Date => {
+                "дата — перепиши слова из разговора как есть; не пересчитывай их в календарную дату \
+                 и не придумывай год"
+                    .to_string()
+            }
             ColumnType::Enum => format!(
                 "одно из значений: {}",
                 column
@@ -99,8 +107,8 @@ fn task(table: &Table) -> String {
     out
 }
 
-/// Every column nullable, typed as the model should write it: amounts and
-/// dates as text, to be converted by code.
+/// Every column nullable, typed as the model should write it: dates as
+/// text, amounts as a number or text, to be converted by code.
 pub(crate) fn schema(table: &Table) -> Value {
     let properties: Map<String, Value> = table
         .columns
@@ -117,7 +125,12 @@ pub(crate) fn schema(table: &Table) -> Value {
                 ColumnType::String => {
                     json!({"type": ["string", "null"], "maxLength": MAX_STRING_CHARS})
                 }
-                ColumnType::Number | ColumnType::Integer | ColumnType::Date => {
+                // A number the call says in digits may be written as one;
+                // words («двести тысяч») stay words for the code to read.
+                ColumnType::Number | ColumnType::Integer => {
+                    json!({"type": ["number", "string", "null"], "maxLength": MAX_SPAN_CHARS})
+                }
+                ColumnType::Date => {
                     json!({"type": ["string", "null"], "maxLength": MAX_SPAN_CHARS})
                 }
             };
@@ -149,7 +162,9 @@ pub(crate) fn parse(
             let raw = map
                 .get(&column.key)
                 .ok_or_else(|| format!("нет поля {}", column.key))?;
-            let value = if copied_from_definition(dialogue, table, column, raw) {
+            let value = if copied_from_definition(dialogue, table, column, raw)
+                || (column.kind == ColumnType::Date && invents_a_year(dialogue, raw))
+            {
                 Value::Null
             } else {
                 value(column, raw, call_date)?
@@ -187,6 +202,18 @@ fn copied_from_definition(
         .collect::<String>();
     definition.contains(&format!(" {words} "))
         && quotes::find(dialogue, &text, Speaker::Anyone, None).is_none()
+}
+
+/// A date with a year the call never says: the model does not know when
+/// the call was, so it dated it itself (MODELS.md saw made-up dates in most
+/// calls). Dates are read from the call's own words against its date.
+fn invents_a_year(dialogue: &Dialogue, raw: &Value) -> bool {
+    let Value::String(text) = raw else {
+        return false;
+    };
+    text.split(|c: char| !c.is_ascii_digit())
+        .filter(|run| run.len() == 4)
+        .any(|year| !dialogue.lines.iter().any(|line| line.text.contains(year)))
 }
 
 /// Words a model writes for "not said".

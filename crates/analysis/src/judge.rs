@@ -15,6 +15,7 @@
 //! `01_<stage_id>`, `02_…` to keep the checklist's order.
 
 use rop_domain::analysis::{Checklist, Stage, StageResult};
+use rop_domain::SpeakerRole;
 use rop_llm::{LanguageModel, Prompt};
 use serde_json::{json, Map, Value};
 
@@ -50,7 +51,7 @@ pub(crate) fn prompt(dialogue: &Dialogue, checklist: &Checklist) -> Prompt {
         system: SYSTEM.to_string(),
         context: dialogue.render(),
         task: task(dialogue, checklist),
-        schema: schema(checklist),
+        schema: schema(dialogue, checklist),
         schema_name: "checklist".into(),
         max_tokens: 64 + 200 * checklist.stages.len() as u32,
     }
@@ -119,12 +120,30 @@ fn quoted(phrases: &[String]) -> String {
 }
 
 /// One object per stage, keyed in the checklist's order; no example
-/// values, no defaults, nothing the model could copy.
-pub(crate) fn schema(checklist: &Checklist) -> Value {
+/// values, no defaults, nothing the model could copy. On a stereo call the
+/// evidence line can only be one of the manager's (or 0): the small model
+/// otherwise often cites the client's answer instead of the manager's
+/// question, which the code then has to reject.
+pub(crate) fn schema(dialogue: &Dialogue, checklist: &Checklist) -> Value {
+    let evidence_line = if dialogue.mono {
+        json!({"type": "integer", "minimum": 0})
+    } else {
+        let numbers: Vec<Value> = std::iter::once(0)
+            .chain(
+                dialogue
+                    .lines
+                    .iter()
+                    .filter(|line| line.role == SpeakerRole::Manager)
+                    .map(|line| line.number),
+            )
+            .map(Value::from)
+            .collect();
+        json!({"type": "integer", "enum": numbers})
+    };
     let stage = json!({
         "type": "object",
         "properties": {
-            "evidence_line": {"type": "integer", "minimum": 0},
+            "evidence_line": evidence_line,
             "evidence_quote": {"type": "string", "maxLength": MAX_QUOTE_CHARS},
             "explanation": {"type": "string", "maxLength": MAX_EXPLANATION_CHARS},
             "is_done": {"type": "boolean"},

@@ -462,7 +462,8 @@ async fn unreadable_values_become_null_and_bad_shapes_are_retried() {
         json!({
             "budget": null,
             "measure_date": null,
-            "callback_date": "2025-11-24",
+            // A year the call never says: the model made the date up.
+            "callback_date": null,
             "product": null,
             "wants_measure": null,
             "area": 12.5,
@@ -585,10 +586,25 @@ fn schemas_hold_no_example_values() {
         json!(["Окна", "Двери", "Балконы", null])
     );
     assert_eq!(schema["required"].as_array().unwrap().len(), 7);
-    let schema = judge::schema(&checklist);
+    let schema = judge::schema(&dialogue, &checklist);
     assert_eq!(
         schema["required"],
         json!(["01_greeting", "02_budget", "03_objections"])
+    );
+    // Evidence can only point at the manager's lines (or at none).
+    let managers: Vec<Value> = std::iter::once(json!(0))
+        .chain(
+            dialogue
+                .lines
+                .iter()
+                .filter(|line| line.role == rop_domain::SpeakerRole::Manager)
+                .map(|line| json!(line.number)),
+        )
+        .collect();
+    assert!(managers.len() > 1 && managers.len() <= dialogue.lines.len());
+    assert_eq!(
+        schema["properties"]["01_greeting"]["properties"]["evidence_line"]["enum"],
+        json!(managers)
     );
 }
 

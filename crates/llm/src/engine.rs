@@ -1,5 +1,11 @@
 use async_trait::async_trait;
 
+/// A local model's context window by default: enough for a half-hour
+/// call's transcript and a long answer.
+pub const DEFAULT_CONTEXT_TOKENS: u32 = 8192;
+/// Tokens a local model evaluates per step while reading a prompt.
+pub const DEFAULT_BATCH: u32 = 512;
+
 /// One question to a model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Prompt {

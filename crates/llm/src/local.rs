@@ -25,13 +25,10 @@ use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::{send_logs_to_tracing, LogOptions};
 
-use crate::engine::{Completion, LanguageModel, LlmError, Prompt};
+use crate::engine::{
+    Completion, LanguageModel, LlmError, Prompt, DEFAULT_BATCH, DEFAULT_CONTEXT_TOKENS,
+};
 use crate::grammar::gbnf_from_schema;
-
-/// Enough for a half-hour call's transcript and a long answer.
-pub const DEFAULT_CONTEXT_TOKENS: u32 = 8192;
-/// Tokens evaluated per step while reading a prompt.
-pub const DEFAULT_BATCH: u32 = 512;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalLlamaConfig {

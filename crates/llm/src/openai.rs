@@ -40,7 +40,7 @@ impl fmt::Debug for OpenAiChatConfig {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct OpenAiChat {
     http: reqwest::Client,
     endpoint: Url,
@@ -102,6 +102,15 @@ struct ChatCompletion {
     choices: Vec<Choice>,
     #[serde(default)]
     usage: Option<Usage>,
+    /// llama.cpp's server (and `rop-llm`) say how the time was spent.
+    #[serde(default)]
+    timings: Option<Timings>,
+}
+
+#[derive(Deserialize)]
+struct Timings {
+    prompt_ms: f64,
+    predicted_ms: f64,
 }
 
 #[derive(Deserialize)]
@@ -223,6 +232,14 @@ impl LanguageModel for OpenAiChat {
             )));
         }
         let usage = parsed.usage;
+        // Without timings a server reports no split between reading and
+        // writing: the whole request counts as writing.
+        let (prompt_secs, generation_secs) = parsed
+            .timings
+            .filter(|t| t.prompt_ms >= 0.0 && t.predicted_ms >= 0.0)
+            .map_or((0.0, secs), |t| {
+                (t.prompt_ms / 1000.0, t.predicted_ms / 1000.0)
+            });
         Ok(Completion {
             text,
             prompt_tokens: usage.as_ref().map_or(0, |u| u.prompt_tokens),
@@ -232,9 +249,8 @@ impl LanguageModel for OpenAiChat {
                 .and_then(|d| d.cached_tokens)
                 .unwrap_or(0),
             completion_tokens: usage.as_ref().map_or(0, |u| u.completion_tokens),
-            // A server reports no split between reading and writing.
-            prompt_secs: 0.0,
-            generation_secs: secs,
+            prompt_secs,
+            generation_secs,
         })
     }
 }

@@ -4,27 +4,12 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use rop_llm::{LanguageModel, LlmError, LocalLlama, LocalLlamaConfig, Prompt};
 use serde_json::{json, Value};
+use support::model_path;
 use support::schema::validate;
-
-const MODEL_FILE: &str = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf";
-
-fn model_path() -> PathBuf {
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache"));
-    let path = cache.join("rop-models").join(MODEL_FILE);
-    assert!(
-        path.is_file(),
-        "{} is missing: run scripts/test.sh (it installs the models)",
-        path.display()
-    );
-    path
-}
 
 /// One model at a time in this binary: ggml's threads spin at every
 /// barrier, so two engines sharing two cores slow each other down badly.

@@ -383,7 +383,7 @@ fn builtin() -> Manifest {
         file: "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf".into(),
         size: 1_117_320_768,
         sha256: qwen_sha.into(),
-        default: false,
+        default: true,
         description: "локальная языковая модель: Qwen2.5-Coder-1.5B-Instruct Q4_K_M".into(),
         sources: vec![
             Source {
@@ -478,7 +478,7 @@ mod tests {
             }
         }
         let defaults: Vec<&str> = manifest.defaults().map(|m| m.name.as_str()).collect();
-        assert_eq!(defaults, [WHISPER_BASE, SILERO_VAD]);
+        assert_eq!(defaults, [WHISPER_BASE, SILERO_VAD, QWEN_CODER_1_5B]);
         assert!(manifest.get(QWEN_CODER_1_5B).is_some());
     }
 

@@ -18,7 +18,9 @@ use rop_blob::BlobStore;
 use rop_delivery::{Deliverer, DelivererConfig, RetryPolicy};
 use rop_domain::Store;
 use rop_fetch::{ClientConfig, DownloadLimits, GuardedClient, UrlGuard};
-use rop_llm::{LanguageModel, OpenAiChat, OpenAiChatConfig};
+use rop_llm::{
+    LanguageModel, LocalLlamaProcess, LocalLlamaProcessConfig, OpenAiChat, OpenAiChatConfig,
+};
 use rop_pipeline::{AnalyzeStep, DecodeStep, DownloadStep, TranscribeStep, WorkerConfig, Workers};
 use rop_storage_postgres::PostgresStore;
 use rop_storage_sqlite::SqliteStore;
@@ -194,11 +196,23 @@ impl Core {
 pub fn language_model(config: &Config) -> anyhow::Result<Option<Arc<dyn LanguageModel>>> {
     Ok(match config.llm_engine {
         LlmEngineKind::None => None,
-        LlmEngineKind::Local => bail!(
-            "llm_engine = local: llama.cpp in this process is not available yet — its ggml \
-             clashes with whisper.cpp's in one binary; use llm_engine = openai with a local \
-             llama.cpp server or Ollama, or llm_engine = none (phrase rules)"
-        ),
+        LlmEngineKind::Local => {
+            let mut process =
+                LocalLlamaProcessConfig::new(config.llm_program(), config.llm_model());
+            process.threads = config.llm_threads;
+            process.context_tokens = config.llm_context_tokens;
+            process.timeout = Duration::from_secs(config.llm_timeout_secs);
+            let model =
+                Arc::new(LocalLlamaProcess::new(process).context("языковая модель не готова")?);
+            // Loaded in the background: the first call need not wait for it.
+            let starting = model.clone();
+            tokio::spawn(async move {
+                if let Err(error) = starting.start().await {
+                    tracing::error!(%error, "the local language model did not start; will retry at the next call");
+                }
+            });
+            Some(model)
+        }
         LlmEngineKind::OpenAi => {
             let url = config
                 .llm_url

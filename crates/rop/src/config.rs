@@ -66,18 +66,28 @@ pub struct Config {
     pub asr_remote_model: String,
     /// `openai` engine: time limit of one request.
     pub asr_timeout_secs: u64,
-    /// Language model for checklists and tables: `openai` (a server with
-    /// OpenAI's `/v1/chat/completions`: Ollama, vLLM, llama.cpp server, a
-    /// cloud API), `none` (phrase rules only; tables are not filled), or
-    /// `local` (llama.cpp in this process — not available yet).
+    /// Language model for checklists and tables: `local` (llama.cpp with
+    /// the installed Qwen model, in the `rop-llm` process beside `rop`),
+    /// `openai` (a server with OpenAI's `/v1/chat/completions`: Ollama,
+    /// vLLM, llama.cpp server, a cloud API) or `none` (phrase rules only;
+    /// tables are not filled).
     pub llm_engine: LlmEngineKind,
+    /// `local` engine: the GGUF file [default: Qwen2.5-Coder-1.5B-Instruct
+    /// in the models directory].
+    pub llm_model: Option<PathBuf>,
+    /// `local` engine: CPU threads; 0 = every core.
+    pub llm_threads: u32,
+    /// `local` engine: the context window in tokens (prompt and answer).
+    pub llm_context_tokens: u32,
+    /// `local` engine: the `rop-llm` program [default: next to `rop`].
+    pub llm_program: Option<PathBuf>,
     /// `openai` engine: the API root, e.g. `http://127.0.0.1:11434/v1/`.
     pub llm_url: Option<String>,
     /// `openai` engine: bearer token, when the server wants one.
     pub llm_api_key: Option<String>,
     /// `openai` engine: model name the server knows.
     pub llm_remote_model: String,
-    /// `openai` engine: time limit of one request.
+    /// Time limit of one answer (`local` and `openai`).
     pub llm_timeout_secs: u64,
     /// Webhooks sent at the same time.
     pub webhook_concurrency: usize,
@@ -156,7 +166,11 @@ impl Default for Config {
             asr_api_key: None,
             asr_remote_model: "whisper-1".to_owned(),
             asr_timeout_secs: 600,
-            llm_engine: LlmEngineKind::None,
+            llm_engine: LlmEngineKind::Local,
+            llm_model: None,
+            llm_threads: 0,
+            llm_context_tokens: rop_llm::DEFAULT_CONTEXT_TOKENS,
+            llm_program: None,
             llm_url: None,
             llm_api_key: None,
             llm_remote_model: "qwen2.5-coder:1.5b".to_owned(),
@@ -233,6 +247,8 @@ impl Config {
             Some("llm_url: некорректный адрес")
         } else if self.llm_timeout_secs == 0 || self.webhook_timeout_secs == 0 {
             Some("llm_timeout_secs и webhook_timeout_secs должны быть больше нуля")
+        } else if self.llm_context_tokens < 512 {
+            Some("llm_context_tokens: не меньше 512")
         } else if self.webhook_concurrency == 0 {
             Some("webhook_concurrency: нужен хотя бы один")
         } else {
@@ -311,6 +327,27 @@ impl Config {
         })
     }
 
+    /// The local language model: the configured file, or the one `rop
+    /// models install` puts in the models directory.
+    pub fn llm_model(&self) -> PathBuf {
+        self.llm_model.clone().unwrap_or_else(|| {
+            rop_models::model_path(&self.models_dir, rop_models::QWEN_CODER_1_5B).unwrap_or_else(
+                || {
+                    self.models_dir
+                        .join("qwen2.5-coder-1.5b-instruct-q4_k_m.gguf")
+                },
+            )
+        })
+    }
+
+    /// The `rop-llm` program: the configured one, or the one beside `rop`.
+    pub fn llm_program(&self) -> PathBuf {
+        self.llm_program
+            .clone()
+            .or_else(rop_llm::program_beside_current_exe)
+            .unwrap_or_else(|| PathBuf::from(rop_llm::PROGRAM_NAME))
+    }
+
     pub fn database_url(&self) -> String {
         match &self.database_url {
             Some(url) => url.clone(),
@@ -358,6 +395,10 @@ impl fmt::Debug for Config {
             .field("asr_api_key", &self.asr_api_key.as_ref().map(|_| "***"))
             .field("asr_remote_model", &self.asr_remote_model)
             .field("llm_engine", &self.llm_engine)
+            .field("llm_model", &self.llm_model)
+            .field("llm_threads", &self.llm_threads)
+            .field("llm_context_tokens", &self.llm_context_tokens)
+            .field("llm_program", &self.llm_program)
             .field("llm_url", &self.llm_url)
             .field("llm_api_key", &self.llm_api_key.as_ref().map(|_| "***"))
             .field("llm_remote_model", &self.llm_remote_model)

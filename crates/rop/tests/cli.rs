@@ -228,7 +228,7 @@ fn models_list_and_verify_on_an_empty_directory() {
     assert!(!output.status.success(), "default models are missing");
     assert!(String::from_utf8(output.stdout)
         .unwrap()
-        .contains("rop models install whisper-base silero-vad"));
+        .contains("rop models install whisper-base silero-vad qwen2.5-coder-1.5b"));
     let output = rop(dir.path())
         .args(["models", "install", "--sources", "ftp"])
         .output()

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use rop::config::LlmEngineKind;
 use rop::{Config, Server};
 use rop_domain::Store;
 use tokio::net::TcpListener;
@@ -185,8 +186,9 @@ impl Drop for TestApp {
 
 /// Settings that make sense for most tests: loopback audio links allowed (the
 /// test file server is on loopback), no rate limit, a short probe timeout,
-/// and no workers, so that a call stays as the API stored it (the pipeline
-/// tests turn them on).
+/// no workers, so that a call stays as the API stored it (the pipeline
+/// tests turn them on), and phrase rules instead of a language model (the
+/// analysis tests choose theirs).
 pub fn test_config(dir: &std::path::Path) -> Config {
     Config {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -195,6 +197,7 @@ pub fn test_config(dir: &std::path::Path) -> Config {
         rate_limit_per_minute: 0,
         probe_timeout_ms: 1500,
         worker_concurrency: 0,
+        llm_engine: LlmEngineKind::None,
         ..Config::default()
     }
 }

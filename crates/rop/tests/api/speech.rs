@@ -151,3 +151,132 @@ async fn mono_mp3_and_opus_calls_are_transcribed() {
         assert!(call["transcript"]["metrics"]["manager_talk_share"].is_null());
     }
 }
+
+/// The whole product on a sales dialogue where the truth is obvious: real
+/// whisper.cpp, the real Qwen model in its `rop-llm` process, and both
+/// webhooks received and signed. The manager (left) greets and names
+/// himself, learns that five windows in a flat need replacing and books a
+/// measurer for Saturday; he never asks about the budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sales_dialogue_is_scored_and_mined_by_the_local_model() {
+    use rop_testkit::webhook::WebhookReceiver;
+    use serde_json::json;
+
+    let _turn = ONE_RECOGNISER.lock().await;
+    let receiver = WebhookReceiver::start().await;
+    let app = spawn_app_with(Backend::Sqlite, |config| {
+        with_whisper(config);
+        config.llm_engine = rop::config::LlmEngineKind::Local;
+        // Turns with whisper.cpp (one step at a time): two cores.
+        config.llm_threads = 2;
+        config.llm_context_tokens = 4096;
+        config.job_attempts = 1;
+        config.webhook_retry_base_secs = 1;
+    })
+    .await;
+    let hook = json!({"url": receiver.url(), "secret": "dialogue-secret"});
+    let checklist = json!({
+        "checklist_id": "script",
+        "name": "Скрипт продаж",
+        "stages": [
+            {"stage_id": "greeting", "name": "Приветствие",
+             "instruction": "Менеджер поздоровался и назвал своё имя или компанию."},
+            {"stage_id": "budget", "name": "Выявление бюджета",
+             "instruction": "Менеджер спросил клиента, на какую сумму он рассчитывает, какой у него бюджет."}
+        ],
+        "webhook": hook,
+    });
+    let response = app
+        .post("/api/v1/checklists")
+        .json(&checklist)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    let table = json!({
+        "table_id": "TBL_1760000000",
+        "name": "Заявка",
+        "columns": [
+            {"key": "visit_booked", "title": "Договорились о визите замерщика", "type": "boolean"},
+            {"key": "windows", "title": "Сколько окон нужно заменить", "type": "integer"},
+            {"key": "premises", "title": "Где окна", "type": "enum",
+             "values": ["квартира", "частный дом", "офис"]}
+        ],
+        "webhook": hook,
+    });
+    let response = app
+        .post("/api/v1/tables")
+        .json(&table)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+
+    let files = fileserver::start().await;
+    let call = transcribed(&app, "dialogue", &files.url("/speech/sales-dialogue.wav")).await;
+    let result = &call["checklists"][0];
+    assert_eq!(result["engine"], "llm", "{call:#}");
+    let stage = |id: &str| {
+        result["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|stage| stage["stage_id"] == id)
+            .unwrap_or_else(|| panic!("no stage {id}: {call:#}"))
+            .clone()
+    };
+    let greeting = stage("greeting");
+    assert_eq!(greeting["status"], "completed", "{call:#}");
+    // The quote is the transcript's own words, from the manager's lines.
+    let quote = greeting["quote"].as_str().unwrap().to_lowercase();
+    assert!(!quote.is_empty(), "{call:#}");
+    assert!(
+        said_by(&call, "manager").contains(&quote.replace('ё', "е")),
+        "{call:#}"
+    );
+    assert!(greeting["quote_start"].as_f64().unwrap() < 6.0, "{call:#}");
+    assert_eq!(stage("budget")["status"], "failed", "{call:#}");
+    assert_eq!(result["completion_percentage"], 50.0, "{call:#}");
+
+    let data = &call["tables"][0]["extracted_data"];
+    assert!(data["visit_booked"].is_boolean(), "{call:#}");
+    assert!(
+        data["windows"].is_i64() || data["windows"].is_null(),
+        "{call:#}"
+    );
+    assert!(
+        data["premises"].is_string() || data["premises"].is_null(),
+        "{call:#}"
+    );
+    // What the dialogue says plainly.
+    assert_eq!(data["visit_booked"], true, "{call:#}");
+    assert_eq!(data["windows"], 5, "{call:#}");
+    assert_eq!(data["premises"], "квартира", "{call:#}");
+
+    let requests = receiver.wait_for_requests(2, Duration::from_secs(60)).await;
+    let mut events: Vec<String> = requests
+        .iter()
+        .map(|r| r.header("x-rop-event").unwrap_or_default().to_owned())
+        .collect();
+    events.sort();
+    assert_eq!(events, ["checklist.result", "table.result"]);
+    for request in &requests {
+        assert!(
+            rop_delivery::signature::verify(
+                "dialogue-secret",
+                request.header("x-rop-timestamp").unwrap(),
+                request.body.as_ref(),
+                request.header("x-rop-signature").unwrap(),
+                chrono::Utc::now(),
+                Duration::from_secs(300),
+            ),
+            "signature of {request:?}"
+        );
+    }
+    let table_body = requests
+        .iter()
+        .find(|r| r.header("x-rop-event") == Some("table.result"))
+        .unwrap()
+        .json();
+    assert_eq!(table_body["extracted_data"], *data);
+}
