@@ -1,6 +1,6 @@
 """End-to-end benchmark of one call (bench/pipeline.sh runs it).
 
-A 5-minute stereo Russian sales call (espeak-ng, bench/pipeline/dialogue.txt)
+A 5-minute stereo Russian sales call (Festival, bench/pipeline/dialogue.txt)
 is uploaded by link to a real `rop serve` (release build, SQLite, embedded
 models, 2 recognition and 2 language-model threads); the clock runs from the
 upload request to the moment this script's loopback receiver has both
@@ -110,9 +110,17 @@ class Files:
     def __init__(self, directory):
         handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=directory, **k)
         http.server.SimpleHTTPRequestHandler.log_message = lambda *a: None
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server = QuietServer(("127.0.0.1", 0), handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.base = f"http://127.0.0.1:{self.server.server_port}"
+
+
+class QuietServer(http.server.ThreadingHTTPServer):
+    """rop's upload-time probe reads the first bytes and hangs up: expected."""
+
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
 
 
 class Rop:
