@@ -15,7 +15,6 @@
 //! `01_<stage_id>`, `02_…` to keep the checklist's order.
 
 use rop_domain::analysis::{Checklist, Stage, StageResult};
-use rop_domain::SpeakerRole;
 use rop_llm::{LanguageModel, Prompt};
 use serde_json::{json, Map, Value};
 
@@ -51,7 +50,7 @@ pub(crate) fn prompt(dialogue: &Dialogue, checklist: &Checklist) -> Prompt {
         system: SYSTEM.to_string(),
         context: dialogue.render(),
         task: task(dialogue, checklist),
-        schema: schema(dialogue, checklist),
+        schema: schema(checklist),
         schema_name: "checklist".into(),
         max_tokens: 64 + 200 * checklist.stages.len() as u32,
     }
@@ -120,30 +119,16 @@ fn quoted(phrases: &[String]) -> String {
 }
 
 /// One object per stage, keyed in the checklist's order; no example
-/// values, no defaults, nothing the model could copy. On a stereo call the
-/// evidence line can only be one of the manager's (or 0): the small model
-/// otherwise often cites the client's answer instead of the manager's
-/// question, which the code then has to reject.
-pub(crate) fn schema(dialogue: &Dialogue, checklist: &Checklist) -> Value {
-    let evidence_line = if dialogue.mono {
-        json!({"type": "integer", "minimum": 0})
-    } else {
-        let numbers: Vec<Value> = std::iter::once(0)
-            .chain(
-                dialogue
-                    .lines
-                    .iter()
-                    .filter(|line| line.role == SpeakerRole::Manager)
-                    .map(|line| line.number),
-            )
-            .map(Value::from)
-            .collect();
-        json!({"type": "integer", "enum": numbers})
-    };
+/// values, no defaults, nothing the model could copy. The evidence line is
+/// not limited to the manager's lines by the grammar: tried, that made the
+/// model cite an unrelated line of the manager for a stage that never
+/// happened instead of admitting there is none (the code can check that
+/// words were said, not what they mean).
+pub(crate) fn schema(checklist: &Checklist) -> Value {
     let stage = json!({
         "type": "object",
         "properties": {
-            "evidence_line": evidence_line,
+            "evidence_line": {"type": "integer", "minimum": 0},
             "evidence_quote": {"type": "string", "maxLength": MAX_QUOTE_CHARS},
             "explanation": {"type": "string", "maxLength": MAX_EXPLANATION_CHARS},
             "is_done": {"type": "boolean"},

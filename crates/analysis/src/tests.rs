@@ -586,25 +586,10 @@ fn schemas_hold_no_example_values() {
         json!(["Окна", "Двери", "Балконы", null])
     );
     assert_eq!(schema["required"].as_array().unwrap().len(), 7);
-    let schema = judge::schema(&dialogue, &checklist);
+    let schema = judge::schema(&checklist);
     assert_eq!(
         schema["required"],
         json!(["01_greeting", "02_budget", "03_objections"])
-    );
-    // Evidence can only point at the manager's lines (or at none).
-    let managers: Vec<Value> = std::iter::once(json!(0))
-        .chain(
-            dialogue
-                .lines
-                .iter()
-                .filter(|line| line.role == rop_domain::SpeakerRole::Manager)
-                .map(|line| json!(line.number)),
-        )
-        .collect();
-    assert!(managers.len() > 1 && managers.len() <= dialogue.lines.len());
-    assert_eq!(
-        schema["properties"]["01_greeting"]["properties"]["evidence_line"]["enum"],
-        json!(managers)
     );
 }
 
