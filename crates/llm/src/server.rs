@@ -158,7 +158,9 @@ async fn chat_completions(
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
             let per_second = |n: u32, secs: f64| if secs > 0.0 { f64::from(n) / secs } else { 0.0 };
-            let evaluated = completion.prompt_tokens - completion.cached_tokens;
+            let evaluated = completion
+                .prompt_tokens
+                .saturating_sub(completion.cached_tokens);
             Json(json!({
                 "id": format!("chatcmpl-{created}"),
                 "object": "chat.completion",

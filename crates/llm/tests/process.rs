@@ -148,7 +148,7 @@ async fn missing_files_are_named_before_anything_starts() {
 }
 
 #[tokio::test]
-async fn a_model_that_does_not_load_is_reported_and_retried_later() {
+async fn a_model_that_does_not_load_is_reported_as_unavailable() {
     let dir = tempfile::tempdir().unwrap();
     let broken = dir.path().join("broken.gguf");
     std::fs::write(&broken, b"GGUF but not really").unwrap();

@@ -39,7 +39,7 @@ fn checklist(webhook_url: &str) -> Value {
     })
 }
 
-async fn create(app: &TestApp, path: &str, body: &Value) -> Value {
+pub async fn create(app: &TestApp, path: &str, body: &Value) -> Value {
     let response = app.post(path).json(body).send().await.unwrap();
     assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
     response.json().await.unwrap()
@@ -223,7 +223,7 @@ async fn checklists_and_tables_are_managed_through_the_api(backend: Backend) {
     assert_eq!(error_of(gone).await.0, 404);
 }
 
-fn stage<'a>(result: &'a Value, id: &str) -> &'a Value {
+pub fn stage<'a>(result: &'a Value, id: &str) -> &'a Value {
     result["stages"]
         .as_array()
         .unwrap()

@@ -159,6 +159,7 @@ async fn mono_mp3_and_opus_calls_are_transcribed() {
 /// measurer for Saturday; he never asks about the budget.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sales_dialogue_is_scored_and_mined_by_the_local_model() {
+    use crate::analysis::{create, stage};
     use rop_testkit::webhook::WebhookReceiver;
     use serde_json::json;
 
@@ -186,13 +187,7 @@ async fn a_sales_dialogue_is_scored_and_mined_by_the_local_model() {
         ],
         "webhook": hook,
     });
-    let response = app
-        .post("/api/v1/checklists")
-        .json(&checklist)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    create(&app, "/api/v1/checklists", &checklist).await;
     let table = json!({
         "table_id": "TBL_1760000000",
         "name": "Заявка",
@@ -204,28 +199,13 @@ async fn a_sales_dialogue_is_scored_and_mined_by_the_local_model() {
         ],
         "webhook": hook,
     });
-    let response = app
-        .post("/api/v1/tables")
-        .json(&table)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    create(&app, "/api/v1/tables", &table).await;
 
     let files = fileserver::start().await;
     let call = transcribed(&app, "dialogue", &files.url("/speech/sales-dialogue.wav")).await;
     let result = &call["checklists"][0];
     assert_eq!(result["engine"], "llm", "{call:#}");
-    let stage = |id: &str| {
-        result["stages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|stage| stage["stage_id"] == id)
-            .unwrap_or_else(|| panic!("no stage {id}: {call:#}"))
-            .clone()
-    };
-    let greeting = stage("greeting");
+    let greeting = stage(result, "greeting");
     assert_eq!(greeting["status"], "completed", "{call:#}");
     // The quote is the transcript's own words, from the manager's lines.
     let quote = greeting["quote"].as_str().unwrap().to_lowercase();
@@ -235,7 +215,7 @@ async fn a_sales_dialogue_is_scored_and_mined_by_the_local_model() {
         "{call:#}"
     );
     assert!(greeting["quote_start"].as_f64().unwrap() < 6.0, "{call:#}");
-    assert_eq!(stage("budget")["status"], "failed", "{call:#}");
+    assert_eq!(stage(result, "budget")["status"], "failed", "{call:#}");
     assert_eq!(result["completion_percentage"], 50.0, "{call:#}");
 
     let data = &call["tables"][0]["extracted_data"];
