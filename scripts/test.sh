@@ -19,3 +19,5 @@ cargo run --quiet --locked -p rop -- --models-dir "$cache/rop-models" models ins
 cargo build --quiet --locked -p rop-llm --features server --bin rop-llm
 cargo test --workspace --locked "$@"
 cargo test --locked -p rop-llm --features server "$@"
+# The web interface in headless Chromium, as each role sees it.
+scripts/browser-tests.sh

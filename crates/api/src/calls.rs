@@ -14,6 +14,8 @@ use crate::AppState;
 
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 500;
+/// Longest transcript search text, in characters.
+const MAX_QUERY_CHARS: usize = 500;
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -29,6 +31,10 @@ pub struct ListQuery {
     /// Minimum average checklist completion, 0–100.
     min_score: Option<f64>,
     max_score: Option<f64>,
+    /// Words the transcript must contain, in any grammatical form (Russian
+    /// stemming): `q=скидка доставка` finds «скидку» and «доставки».
+    /// Calls not transcribed yet never match. Up to 500 characters.
+    q: Option<String>,
     /// Page size, 1–500 (default 50).
     limit: Option<u32>,
     /// `next_cursor` of the previous page.
@@ -69,6 +75,16 @@ impl ListQuery {
         if !(1..=MAX_PAGE).contains(&limit) {
             return Err(ApiError::invalid("limit", format!("От 1 до {MAX_PAGE}")));
         }
+        if self
+            .q
+            .as_ref()
+            .is_some_and(|q| q.chars().count() > MAX_QUERY_CHARS)
+        {
+            return Err(ApiError::invalid(
+                "q",
+                format!("Не длиннее {MAX_QUERY_CHARS} символов"),
+            ));
+        }
         for (field, score) in [("min_score", self.min_score), ("max_score", self.max_score)] {
             if score.is_some_and(|s| !(0.0..=100.0).contains(&s)) {
                 return Err(ApiError::invalid(field, "От 0 до 100"));
@@ -105,6 +121,9 @@ impl ListQuery {
                 .transpose()?,
             min_score: self.min_score,
             max_score: self.max_score,
+            // The API key sees every manager's calls.
+            managers: None,
+            text: self.q,
             before_seq: self
                 .cursor
                 .map(|raw| {

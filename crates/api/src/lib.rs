@@ -151,7 +151,9 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-pub fn router(state: AppState) -> Router {
+/// The API, with `pages` (the web interface) served beside it under the
+/// same tracing, metrics and limits.
+pub fn router(state: AppState, pages: Router) -> Router {
     let state = Arc::new(state);
     // Room for the largest allowed file plus the other multipart fields.
     let upload_limit = usize::try_from(state.limits.max_upload_bytes)
@@ -211,6 +213,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics_text))
+        .with_state(state)
+        .merge(pages)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(2 * 1024 * 1024))
@@ -227,5 +231,4 @@ pub fn router(state: AppState) -> Router {
                 tracing::info_span!("http", method = %request.method(), route = %route)
             }),
         )
-        .with_state(state)
 }

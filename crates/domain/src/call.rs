@@ -290,6 +290,12 @@ pub struct CallFilter {
     pub status: Option<CallStatus>,
     pub min_score: Option<f64>,
     pub max_score: Option<f64>,
+    /// Only these managers' calls (what a web user may see); `None` means
+    /// everyone's, an empty list nobody's.
+    pub managers: Option<Vec<ManagerId>>,
+    /// Calls whose transcript contains every word of this text in any form
+    /// (see `search::search_terms`).
+    pub text: Option<String>,
     /// Only calls listed after this cursor (newest first).
     pub before_seq: Option<i64>,
     pub limit: u32,

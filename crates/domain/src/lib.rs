@@ -5,13 +5,16 @@
 //! into newtypes here once, so the rest of the system never re-checks them.
 
 pub mod analysis;
+pub mod audit;
 pub mod call;
 pub mod delivery;
 pub mod id;
 pub mod jobs;
 pub mod keys;
 pub mod people;
+pub mod search;
 pub mod settings;
+pub mod stats;
 pub mod store;
 pub mod tables;
 pub mod transcript;
@@ -21,6 +24,7 @@ pub use analysis::{
     AnalysisEngine, CallAnalysis, Checklist, ChecklistResult, Column, ColumnType, EngineChoice,
     Filters, InvalidDefinition, Stage, StageResult, StageStatus, Table, TableResult, Webhook,
 };
+pub use audit::{AuditEntry, NewAuditEntry};
 pub use call::{
     AudioSource, Call, CallDetails, CallEvent, CallFilter, CallPage, CallStatus, DeletedCall,
     Direction, EventLevel, NewCall, NewCallEvent,
@@ -34,7 +38,10 @@ pub use jobs::{ClaimedJob, JobKind, JobOutcome, JobRecord, JobState, NewJob, Ste
 pub use keys::{ApiKey, ApiSecret};
 pub use people::{Manager, ManagerUpdate, Office, OfficeUpdate, UpsertCounts};
 pub use settings::ConnectionSettings;
+pub use stats::{
+    Dashboard, DayStats, ManagerStats, OfficeStats, StageFailures, StatsQuery, Totals,
+};
 pub use store::{Store, StoreError};
 pub use tables::TableReadiness;
 pub use transcript::{AudioFacts, ConversationMetrics, Segment, SpeakerRole, Transcript, Word};
-pub use users::{NewUser, Role, User};
+pub use users::{NewSession, NewUser, Role, Session, User, UserCredentials, UserUpdate};

@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::analysis::{Checklist, Table};
+use crate::audit::{AuditEntry, NewAuditEntry};
 use crate::call::{CallDetails, CallFilter, CallPage, DeletedCall, NewCall, NewCallEvent};
 use crate::delivery::{ClaimedDelivery, DeliveryAttempt, DeliveryOutcome};
 use crate::id::{CallId, ManagerId, OfficeId, TableId};
@@ -12,8 +13,9 @@ use crate::jobs::{ClaimedJob, JobKind, JobOutcome, NewJob};
 use crate::keys::{ApiKey, ApiSecret};
 use crate::people::{Manager, ManagerUpdate, Office, OfficeUpdate, UpsertCounts};
 use crate::settings::ConnectionSettings;
+use crate::stats::{Dashboard, StatsQuery};
 use crate::tables::TableReadiness;
-use crate::users::{NewUser, User};
+use crate::users::{NewSession, NewUser, Session, User, UserCredentials, UserUpdate};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -219,5 +221,39 @@ pub trait Store: Send + Sync + 'static {
 
     // --- web users -----------------------------------------------------
 
+    /// `Duplicate` when the username is taken.
     async fn create_user(&self, user: &NewUser) -> StoreResult<User>;
+    /// Everyone, by username.
+    async fn users(&self) -> StoreResult<Vec<User>>;
+    async fn user_count(&self) -> StoreResult<u64>;
+    /// The user of this name (exact match) with his password hash.
+    async fn user_credentials(&self, username: &str) -> StoreResult<Option<UserCredentials>>;
+    /// `false` when there is no such user. A new password deletes the
+    /// user's sessions in the same transaction.
+    async fn update_user(&self, update: &UserUpdate) -> StoreResult<bool>;
+    /// Deletes the user and his sessions; `false` when there is none.
+    async fn delete_user(&self, id: i64) -> StoreResult<bool>;
+
+    async fn create_session(&self, session: &NewSession) -> StoreResult<()>;
+    /// The session with this token hash and its user, unless it expired by `now`.
+    async fn session(&self, token_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<Session>>;
+    async fn delete_session(&self, token_hash: &str) -> StoreResult<()>;
+    /// Removes expired sessions; returns how many.
+    async fn delete_expired_sessions(&self, now: DateTime<Utc>) -> StoreResult<u64>;
+
+    // --- audit log -----------------------------------------------------
+
+    async fn add_audit_entry(&self, entry: &NewAuditEntry) -> StoreResult<()>;
+    /// Newest first; entries with ids below `before_id` when given.
+    async fn audit_entries(
+        &self,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditEntry>>;
+
+    // --- figures for the web interface ----------------------------------
+
+    /// Every office with its people, by id.
+    async fn offices(&self) -> StoreResult<Vec<Office>>;
+    async fn dashboard(&self, query: &StatsQuery) -> StoreResult<Dashboard>;
 }

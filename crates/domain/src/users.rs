@@ -61,3 +61,41 @@ pub struct User {
     pub manager_id: Option<ManagerId>,
     pub created_at: DateTime<Utc>,
 }
+
+/// A user with the hash to check a password against; only the login path
+/// asks for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserCredentials {
+    pub user: User,
+    pub password_hash: String,
+}
+
+/// What an administrator changes about a user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserUpdate {
+    pub id: i64,
+    pub role: Role,
+    pub manager_id: Option<ManagerId>,
+    /// A new argon2 PHC string; `None` keeps the password. A new password
+    /// ends the user's sessions.
+    pub password_hash: Option<String>,
+}
+
+/// A login, as stored. The browser holds the token; the database only its
+/// SHA-256, so a copy of the database does not let anyone in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewSession {
+    pub token_hash: String,
+    pub user_id: i64,
+    /// The synchronizer token every form and htmx request must echo.
+    pub csrf_token: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    pub user: User,
+    pub csrf_token: String,
+    pub expires_at: DateTime<Utc>,
+}

@@ -82,6 +82,40 @@ pub async fn ensure_api_key(store: &dyn Store) -> anyhow::Result<bool> {
     Ok(created)
 }
 
+/// The name of the administrator made at first start.
+pub const FIRST_ADMIN: &str = "admin";
+
+/// Creates the first administrator when nobody can log in yet; returns his
+/// one-time password to be printed once (never logged).
+pub async fn ensure_first_admin(store: &dyn Store) -> anyhow::Result<Option<String>> {
+    if store.user_count().await? > 0 {
+        return Ok(None);
+    }
+    let password = crate::keys::random_alphanumeric(16);
+    let password_hash = rop_web::password::hash(&password).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let created = store
+        .create_user(&rop_domain::NewUser {
+            username: FIRST_ADMIN.to_owned(),
+            password_hash,
+            role: rop_domain::Role::Admin,
+            manager_id: None,
+            created_at: chrono::Utc::now(),
+        })
+        .await;
+    match created {
+        Ok(_) => {
+            tracing::info!(
+                username = FIRST_ADMIN,
+                "first administrator created; the password is printed on standard output"
+            );
+            Ok(Some(password))
+        }
+        // Another process starting at the same moment made him.
+        Err(rop_domain::StoreError::Duplicate) => Ok(None),
+        Err(error) => Err(error.into()),
+    }
+}
+
 /// What the API and the workers share: storage, audio, outgoing HTTP.
 struct Core {
     store: Arc<dyn Store>,
@@ -276,6 +310,7 @@ pub struct Server {
     listener: TcpListener,
     router: axum::Router,
     workers: Option<(Arc<Workers>, Deliverer)>,
+    first_admin_password: Option<String>,
 }
 
 impl Server {
@@ -283,6 +318,7 @@ impl Server {
     /// to port 0 (tests).
     pub async fn build(config: &Config, listener: TcpListener) -> anyhow::Result<Self> {
         let core = Core::open(config).await?;
+        let first_admin_password = ensure_first_admin(core.store.as_ref()).await?;
         let workers = if config.worker_concurrency > 0 {
             Some((core.workers(config)?, core.deliverer(config)))
         } else {
@@ -304,11 +340,36 @@ impl Server {
             caches: Default::default(),
             metrics: rop_api::prometheus(),
         };
+        let web = rop_web::WebState::new(
+            state.store.clone(),
+            state.blobs.clone(),
+            Arc::new(crate::web::EngineServices::new(
+                config,
+                rop_delivery::webhook_client(state.guard),
+            )),
+            rop_web::WebSettings {
+                public_url: config
+                    .public_url
+                    .as_deref()
+                    .and_then(|url| url::Url::parse(url).ok()),
+                utc_offset_secs: config.utc_offset_hours * 3600,
+                session_hours: config.session_hours,
+                fetch_allow_private: config.fetch_allow_private,
+                ..rop_web::WebSettings::default()
+            },
+        );
         Ok(Self {
             listener,
-            router: rop_api::router(state),
+            router: rop_api::router(state, rop_web::router(web)),
             workers,
+            first_admin_password,
         })
+    }
+
+    /// The one-time password of the administrator made at this start, if
+    /// the database had no users.
+    pub fn first_admin_password(&self) -> Option<&str> {
+        self.first_admin_password.as_deref()
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -328,13 +389,18 @@ impl Server {
                 deliverer.spawn(stopped),
             )
         });
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                let _ = stop.send(true);
-            })
-            .await
-            .context("HTTP server failed");
+        let served = axum::serve(
+            self.listener,
+            // The peer address keys the web login attempt limit.
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        })
+        .await
+        .context("HTTP server failed");
         if let Some((workers, deliverer)) = workers {
             let _ = workers.await;
             let _ = deliverer.await;

@@ -114,6 +114,14 @@ pub struct Config {
     pub s3_virtual_hosted_style: bool,
     /// Log filter, e.g. `info` or `rop=debug,info` (`RUST_LOG` wins).
     pub log: String,
+    /// The address the CRM and browsers reach this server at (behind a
+    /// proxy); shown on the Подключение page. Unset: the page's own address.
+    pub public_url: Option<String>,
+    /// The company's time zone as hours from UTC (Moscow: 3), for days on
+    /// charts and times on pages.
+    pub utc_offset_hours: i32,
+    /// How long a web login lasts, hours.
+    pub session_hours: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,6 +196,9 @@ impl Default for Config {
             s3_allow_http: false,
             s3_virtual_hosted_style: false,
             log: "info".to_owned(),
+            public_url: None,
+            utc_offset_hours: 3,
+            session_hours: 12,
         }
     }
 }
@@ -251,6 +262,14 @@ impl Config {
             Some("llm_context_tokens: не меньше 512")
         } else if self.webhook_concurrency == 0 {
             Some("webhook_concurrency: нужен хотя бы один")
+        } else if self.public_url.as_deref().is_some_and(|url| {
+            url::Url::parse(url).map_or(true, |u| !matches!(u.scheme(), "http" | "https"))
+        }) {
+            Some("public_url: нужен адрес вида https://rop.example.ru")
+        } else if !(-12..=14).contains(&self.utc_offset_hours) {
+            Some("utc_offset_hours: от -12 до 14")
+        } else if self.session_hours == 0 || self.session_hours > 24 * 30 {
+            Some("session_hours: от 1 до 720")
         } else {
             self.s3_problem()
         };
@@ -418,6 +437,9 @@ impl fmt::Debug for Config {
             .field("s3_prefix", &self.s3_prefix)
             .field("s3_allow_http", &self.s3_allow_http)
             .field("s3_virtual_hosted_style", &self.s3_virtual_hosted_style)
+            .field("public_url", &self.public_url)
+            .field("utc_offset_hours", &self.utc_offset_hours)
+            .field("session_hours", &self.session_hours)
             .finish()
     }
 }

@@ -5,6 +5,7 @@ pub mod app;
 pub mod config;
 pub mod keys;
 pub mod transcribe;
+pub mod web;
 
 pub use app::{open_store, run_workers, Server};
 pub use config::Config;

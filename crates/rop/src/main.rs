@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use rop::app::{ensure_api_key, shutdown_signal};
 use rop::config::{redact_url, Config, Overrides};
-use rop::keys::{generate_api_key, hash_password, random_alphanumeric};
+use rop::keys::{generate_api_key, random_alphanumeric};
 use rop::{open_store, run_workers, Server};
 use rop_domain::{NewUser, Role, StoreError};
 use tokio::net::TcpListener;
@@ -257,6 +257,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let server = Server::build(&config, listener).await?;
+    if let Some(password) = server.first_admin_password() {
+        println!(
+            "Первый запуск: вход в веб-интерфейс — пользователь {}, одноразовый пароль {password} (смените его в Настройки → Пользователи).",
+            rop::app::FIRST_ADMIN
+        );
+    }
     tracing::info!(address = %server.local_addr()?, "listening");
     server.run(shutdown_signal()).await
 }
@@ -277,14 +283,14 @@ async fn create_admin(
         let mut line = String::new();
         std::io::stdin().lock().read_line(&mut line)?;
         let password = line.trim_end_matches(['\r', '\n']).to_owned();
-        if password.chars().count() < 8 {
+        if password.chars().count() < rop_web::password::MIN_CHARS {
             bail!("the password must be at least 8 characters");
         }
         (password, false)
     } else {
         (random_alphanumeric(16), true)
     };
-    let password_hash = hash_password(&password).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let password_hash = rop_web::password::hash(&password).map_err(|e| anyhow::anyhow!("{e}"))?;
     let store = open_store(&config.database_url()).await?;
     let user = NewUser {
         username: username.clone(),

@@ -149,7 +149,7 @@ pub(crate) async fn write_analysis(
     analysis: &CallAnalysis,
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
-    for table in ["checklist_results", "table_results"] {
+    for table in ["checklist_results", "stage_results", "table_results"] {
         sqlx::query(&format!("DELETE FROM {table} WHERE call_seq = $1"))
             .bind(call_seq)
             .execute(&mut **tx)
@@ -170,6 +170,24 @@ pub(crate) async fn write_analysis(
         .execute(&mut **tx)
         .await
         .map_err(backend)?;
+        // A row per stage, so the dashboard counts failures in SQL.
+        for stage in &result.stages {
+            sqlx::query(
+                "INSERT INTO stage_results
+                     (call_seq, checklist_id, stage_id, stage_name, status, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(call_seq)
+            .bind(&result.checklist_id)
+            .bind(&stage.stage_id)
+            .bind(&stage.stage_name)
+            .bind(stage.status.as_str())
+            .bind(now)
+            .execute(&mut **tx)
+            .await
+            .map_err(backend)?;
+        }
     }
     for result in &analysis.tables {
         // A table deleted while the call was analysed gets no result.

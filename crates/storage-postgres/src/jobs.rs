@@ -358,6 +358,7 @@ async fn write_output(
             .execute(&mut **tx)
             .await
             .map_err(backend)?;
+            crate::search::index_transcript(tx, call_seq, transcript).await?;
         }
     }
     Ok(())

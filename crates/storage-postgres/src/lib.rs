@@ -6,19 +6,23 @@
 mod analysis;
 mod jobs;
 mod rows;
+mod search;
+mod stats;
+mod web;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rop_domain::store::StoreResult;
 use rop_domain::{
-    ApiKey, ApiSecret, AudioSource, CallDetails, CallFilter, CallId, CallPage, Checklist,
-    ClaimedDelivery, ClaimedJob, ConnectionSettings, DeletedCall, DeliveryAttempt, DeliveryOutcome,
-    JobKind, JobOutcome, Manager, ManagerId, ManagerUpdate, NewCall, NewCallEvent, NewJob, NewUser,
-    Office, OfficeId, OfficeUpdate, Store, StoreError, Table, TableId, TableReadiness, Transcript,
-    UpsertCounts, User,
+    ApiKey, ApiSecret, AudioSource, AuditEntry, CallDetails, CallFilter, CallId, CallPage,
+    Checklist, ClaimedDelivery, ClaimedJob, ConnectionSettings, Dashboard, DeletedCall,
+    DeliveryAttempt, DeliveryOutcome, JobKind, JobOutcome, Manager, ManagerId, ManagerUpdate,
+    NewAuditEntry, NewCall, NewCallEvent, NewJob, NewSession, NewUser, Office, OfficeId,
+    OfficeUpdate, Session, StatsQuery, Store, StoreError, Table, TableId, TableReadiness,
+    Transcript, UpsertCounts, User, UserCredentials, UserUpdate,
 };
 use serde_json::Value;
 use sqlx::postgres::{PgListener, PgPoolOptions};
@@ -123,7 +127,8 @@ impl Store for PostgresStore {
 
     async fn migrate(&self) -> StoreResult<()> {
         // The migrator takes an advisory lock, so concurrent starts are safe.
-        MIGRATOR.run(&self.pool).await.map_err(backend)
+        MIGRATOR.run(&self.pool).await.map_err(backend)?;
+        search::backfill(&self.pool).await
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -358,6 +363,7 @@ impl Store for PostgresStore {
         if let Some(manager) = &filter.manager_id {
             query.push(" AND manager_id = ").push_bind(manager.as_str());
         }
+        stats::push_managers(&mut query, "manager_id", filter.managers.as_deref());
         if let Some(office) = &filter.office_id {
             query
                 .push(
@@ -375,6 +381,15 @@ impl Store for PostgresStore {
         }
         if let Some(max) = filter.max_score {
             query.push(" AND completion_percentage <= ").push_bind(max);
+        }
+        if let Some(terms) = filter.text.as_deref().and_then(search::tsquery_terms) {
+            query
+                .push(
+                    " AND seq IN (SELECT call_seq FROM transcript_search
+                      WHERE terms @@ plainto_tsquery('simple', ",
+                )
+                .push_bind(terms)
+                .push("))");
         }
         if let Some(before) = filter.before_seq {
             query.push(" AND seq < ").push_bind(before);
@@ -803,5 +818,88 @@ impl Store for PostgresStore {
             manager_id: user.manager_id.clone(),
             created_at: user.created_at,
         })
+    }
+
+    async fn users(&self) -> StoreResult<Vec<User>> {
+        web::users(&self.pool).await
+    }
+
+    async fn user_count(&self) -> StoreResult<u64> {
+        web::user_count(&self.pool).await
+    }
+
+    async fn user_credentials(&self, username: &str) -> StoreResult<Option<UserCredentials>> {
+        web::user_credentials(&self.pool, username).await
+    }
+
+    async fn update_user(&self, update: &UserUpdate) -> StoreResult<bool> {
+        web::update_user(&self.pool, update).await
+    }
+
+    async fn delete_user(&self, id: i64) -> StoreResult<bool> {
+        web::delete_user(&self.pool, id).await
+    }
+
+    async fn create_session(&self, session: &NewSession) -> StoreResult<()> {
+        web::create_session(&self.pool, session).await
+    }
+
+    async fn session(&self, token_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<Session>> {
+        web::session(&self.pool, token_hash, now).await
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> StoreResult<()> {
+        web::delete_session(&self.pool, token_hash).await
+    }
+
+    async fn delete_expired_sessions(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        web::delete_expired_sessions(&self.pool, now).await
+    }
+
+    async fn add_audit_entry(&self, entry: &NewAuditEntry) -> StoreResult<()> {
+        web::add_audit_entry(&self.pool, entry).await
+    }
+
+    async fn audit_entries(
+        &self,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditEntry>> {
+        web::audit_entries(&self.pool, before_id, limit).await
+    }
+
+    async fn offices(&self) -> StoreResult<Vec<Office>> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let offices = sqlx::query("SELECT office_id, title FROM offices ORDER BY office_id")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let members = sqlx::query(
+            "SELECT office_id, role, person_id FROM office_members ORDER BY office_id, person_id",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let mut by_office: HashMap<String, Vec<_>> = HashMap::new();
+        for member in members {
+            let office_id: String = member.try_get("office_id").map_err(backend)?;
+            by_office.entry(office_id).or_default().push(member);
+        }
+        offices
+            .iter()
+            .map(|office| {
+                let office_id: String = office.try_get("office_id").map_err(backend)?;
+                let members = by_office.get(&office_id).map_or(&[][..], Vec::as_slice);
+                office_from_rows(office, members)
+            })
+            .collect()
+    }
+
+    async fn dashboard(&self, query: &StatsQuery) -> StoreResult<Dashboard> {
+        stats::dashboard(&self.pool, query).await
     }
 }

@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 
 use rop_domain::store::StoreResult;
-use rop_domain::{Call, CallEvent, CallStatus, Direction, EventLevel, Manager, ManagerId, Office};
+use rop_domain::{
+    Call, CallEvent, CallStatus, Direction, EventLevel, Manager, ManagerId, Office, Role, User,
+};
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::Row;
@@ -84,5 +86,17 @@ pub(crate) fn office_from_rows(office: &PgRow, members: &[PgRow]) -> StoreResult
         title: get(office, "title")?,
         leader_ids,
         manager_ids,
+    })
+}
+
+pub(crate) fn user_from_row(row: &PgRow) -> StoreResult<User> {
+    Ok(User {
+        id: get(row, "id")?,
+        username: get(row, "username")?,
+        role: parse::<Role>(&get::<String>(row, "role")?)?,
+        manager_id: get::<Option<String>>(row, "manager_id")?
+            .map(parse_id)
+            .transpose()?,
+        created_at: get(row, "created_at")?,
     })
 }

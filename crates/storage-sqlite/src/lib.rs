@@ -9,7 +9,11 @@ mod analysis;
 mod group_commit;
 mod jobs;
 mod rows;
+mod search;
+mod stats;
+mod web;
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,11 +22,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rop_domain::store::{parse_stored_json, StoreResult};
 use rop_domain::{
-    ApiKey, ApiSecret, CallDetails, CallFilter, CallId, CallPage, Checklist, ClaimedDelivery,
-    ClaimedJob, ConnectionSettings, DeletedCall, DeliveryAttempt, DeliveryOutcome, JobKind,
-    JobOutcome, Manager, ManagerId, ManagerUpdate, NewCall, NewCallEvent, NewJob, NewUser, Office,
-    OfficeId, OfficeUpdate, Store, StoreError, Table, TableId, TableReadiness, Transcript,
-    UpsertCounts, User,
+    ApiKey, ApiSecret, AuditEntry, CallDetails, CallFilter, CallId, CallPage, Checklist,
+    ClaimedDelivery, ClaimedJob, ConnectionSettings, Dashboard, DeletedCall, DeliveryAttempt,
+    DeliveryOutcome, JobKind, JobOutcome, Manager, ManagerId, ManagerUpdate, NewAuditEntry,
+    NewCall, NewCallEvent, NewJob, NewSession, NewUser, Office, OfficeId, OfficeUpdate, Session,
+    StatsQuery, Store, StoreError, Table, TableId, TableReadiness, Transcript, UpsertCounts, User,
+    UserCredentials, UserUpdate,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
@@ -118,7 +123,8 @@ impl Store for SqliteStore {
     }
 
     async fn migrate(&self) -> StoreResult<()> {
-        MIGRATOR.run(&self.writer).await.map_err(backend)
+        MIGRATOR.run(&self.writer).await.map_err(backend)?;
+        search::backfill(&self.writer).await
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -299,6 +305,7 @@ impl Store for SqliteStore {
         if let Some(manager) = &filter.manager_id {
             query.push(" AND manager_id = ").push_bind(manager.as_str());
         }
+        stats::push_managers(&mut query, "manager_id", filter.managers.as_deref());
         if let Some(office) = &filter.office_id {
             query
                 .push(
@@ -316,6 +323,15 @@ impl Store for SqliteStore {
         }
         if let Some(max) = filter.max_score {
             query.push(" AND completion_percentage <= ").push_bind(max);
+        }
+        if let Some(terms) = filter.text.as_deref().and_then(search::match_query) {
+            query
+                .push(
+                    " AND seq IN (SELECT rowid FROM transcript_search
+                      WHERE transcript_search MATCH ",
+                )
+                .push_bind(terms)
+                .push(")");
         }
         if let Some(before) = filter.before_seq {
             query.push(" AND seq < ").push_bind(before);
@@ -346,20 +362,24 @@ impl Store for SqliteStore {
     }
 
     async fn delete_call(&self, call_id: &CallId) -> StoreResult<Option<DeletedCall>> {
-        let row =
-            sqlx::query("DELETE FROM calls WHERE call_id = $1 RETURNING blob_key, audio_blob_key")
-                .bind(call_id.as_str())
-                .fetch_optional(&self.writer)
-                .await
-                .map_err(backend)?;
-        row.map(|row| {
-            let uploaded: Option<String> = row.try_get("blob_key").map_err(backend)?;
-            let downloaded: Option<String> = row.try_get("audio_blob_key").map_err(backend)?;
-            Ok(DeletedCall {
-                blob_keys: uploaded.into_iter().chain(downloaded).collect(),
-            })
-        })
-        .transpose()
+        let mut tx = self.writer.begin().await.map_err(backend)?;
+        let Some(row) = sqlx::query(
+            "DELETE FROM calls WHERE call_id = $1 RETURNING seq, blob_key, audio_blob_key",
+        )
+        .bind(call_id.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?
+        else {
+            return Ok(None);
+        };
+        search::forget_call(&mut tx, row.try_get("seq").map_err(backend)?).await?;
+        tx.commit().await.map_err(backend)?;
+        let uploaded: Option<String> = row.try_get("blob_key").map_err(backend)?;
+        let downloaded: Option<String> = row.try_get("audio_blob_key").map_err(backend)?;
+        Ok(Some(DeletedCall {
+            blob_keys: uploaded.into_iter().chain(downloaded).collect(),
+        }))
     }
 
     async fn add_call_event(&self, call_id: &CallId, event: &NewCallEvent) -> StoreResult<()> {
@@ -771,5 +791,84 @@ impl Store for SqliteStore {
             manager_id: user.manager_id.clone(),
             created_at: user.created_at,
         })
+    }
+
+    async fn users(&self) -> StoreResult<Vec<User>> {
+        web::users(&self.reader).await
+    }
+
+    async fn user_count(&self) -> StoreResult<u64> {
+        web::user_count(&self.reader).await
+    }
+
+    async fn user_credentials(&self, username: &str) -> StoreResult<Option<UserCredentials>> {
+        web::user_credentials(&self.reader, username).await
+    }
+
+    async fn update_user(&self, update: &UserUpdate) -> StoreResult<bool> {
+        web::update_user(&self.writer, update).await
+    }
+
+    async fn delete_user(&self, id: i64) -> StoreResult<bool> {
+        web::delete_user(&self.writer, id).await
+    }
+
+    async fn create_session(&self, session: &NewSession) -> StoreResult<()> {
+        web::create_session(&self.writer, session).await
+    }
+
+    async fn session(&self, token_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<Session>> {
+        web::session(&self.reader, token_hash, now).await
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> StoreResult<()> {
+        web::delete_session(&self.writer, token_hash).await
+    }
+
+    async fn delete_expired_sessions(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        web::delete_expired_sessions(&self.writer, now).await
+    }
+
+    async fn add_audit_entry(&self, entry: &NewAuditEntry) -> StoreResult<()> {
+        web::add_audit_entry(&self.writer, entry).await
+    }
+
+    async fn audit_entries(
+        &self,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditEntry>> {
+        web::audit_entries(&self.reader, before_id, limit).await
+    }
+
+    async fn offices(&self) -> StoreResult<Vec<Office>> {
+        let mut tx = self.reader.begin().await.map_err(backend)?;
+        let offices = sqlx::query("SELECT office_id, title FROM offices ORDER BY office_id")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let members = sqlx::query(
+            "SELECT office_id, role, person_id FROM office_members ORDER BY office_id, person_id",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let mut by_office: HashMap<String, Vec<_>> = HashMap::new();
+        for member in members {
+            let office_id: String = member.try_get("office_id").map_err(backend)?;
+            by_office.entry(office_id).or_default().push(member);
+        }
+        offices
+            .iter()
+            .map(|office| {
+                let office_id: String = office.try_get("office_id").map_err(backend)?;
+                let members = by_office.get(&office_id).map_or(&[][..], Vec::as_slice);
+                rows::office_from_rows(office, members)
+            })
+            .collect()
+    }
+
+    async fn dashboard(&self, query: &StatsQuery) -> StoreResult<Dashboard> {
+        stats::dashboard(&self.reader, query).await
     }
 }

@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 use rop_domain::store::StoreResult;
 use rop_domain::{
-    Call, CallEvent, CallStatus, Direction, EventLevel, Manager, ManagerId, Office, OfficeId,
-    StoreError,
+    Call, CallEvent, CallStatus, Direction, EventLevel, Manager, ManagerId, Office, OfficeId, Role,
+    StoreError, User,
 };
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
@@ -98,5 +98,17 @@ pub(crate) fn office_from_rows(office: &SqliteRow, members: &[SqliteRow]) -> Sto
         title: get(office, "title")?,
         leader_ids,
         manager_ids,
+    })
+}
+
+pub(crate) fn user_from_row(row: &SqliteRow) -> StoreResult<User> {
+    Ok(User {
+        id: get(row, "id")?,
+        username: get(row, "username")?,
+        role: parse::<Role>(&get::<String>(row, "role")?)?,
+        manager_id: get::<Option<String>>(row, "manager_id")?
+            .map(parse_id)
+            .transpose()?,
+        created_at: from_ms(get(row, "created_at")?)?,
     })
 }

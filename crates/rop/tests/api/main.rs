@@ -15,3 +15,5 @@ mod pipeline;
 mod settings;
 mod speech;
 mod upload;
+mod web_pages;
+mod web_store;

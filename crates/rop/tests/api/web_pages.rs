@@ -1,0 +1,699 @@
+//! The web interface over real HTTP: logging in, the role of every page,
+//! fragment and download, CSRF, the login limit, audio ranges, search and
+//! the editors' forms. (The browser tests in crates/web/tests/browser drive
+//! the same pages in Chromium.)
+
+use chrono::{Duration, Utc};
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use reqwest::redirect::Policy;
+use rop_domain::{ManagerId, NewUser, OfficeId, OfficeUpdate, Role};
+
+use crate::helpers::{spawn_app, Backend, TestApp};
+use crate::on_both_backends;
+use crate::pipeline::stereo_wav;
+use crate::web_store::{checklist, processed_call};
+
+const PASSWORD: &str = "пароль-для-теста";
+
+/// A browser's view: its cookies and the session's CSRF token.
+struct Browser {
+    client: reqwest::Client,
+    base: String,
+    cookie: String,
+    csrf: String,
+}
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(|v| v.split(';').next().unwrap().to_owned())
+}
+
+fn hidden_csrf(html: &str) -> String {
+    let marker = "name=\"_csrf\" value=\"";
+    let start = html.find(marker).expect("a CSRF field") + marker.len();
+    html[start..start + 64].to_owned()
+}
+
+/// Submits the login form as a browser does; the response to the post.
+async fn post_login(app: &TestApp, username: &str, password: &str) -> reqwest::Response {
+    let client = no_redirects();
+    let page = client.get(app.url("/login")).send().await.unwrap();
+    let login_cookie = set_cookie(&page, "rop_login").expect("login form cookie");
+    let csrf = hidden_csrf(&page.text().await.unwrap());
+    client
+        .post(app.url("/login"))
+        .header(COOKIE, login_cookie)
+        .form(&[
+            ("username", username),
+            ("password", password),
+            ("_csrf", &csrf),
+            ("next", "/calls"),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn login(app: &TestApp, username: &str) -> Browser {
+    let response = post_login(app, username, PASSWORD).await;
+    assert_eq!(response.status(), 303, "{username} logs in");
+    assert_eq!(response.headers()[LOCATION], "/calls");
+    let cookie = set_cookie(&response, "rop_session").expect("session cookie");
+    let header = response
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|v| v.starts_with("rop_session="))
+        .unwrap();
+    assert!(header.contains("HttpOnly") && header.contains("SameSite=Lax"));
+    let client = no_redirects();
+    let html = client
+        .get(app.url("/dashboard"))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // Every page carries the token for htmx; forms carry it as a field.
+    let marker = "\"X-CSRF-Token\": \"";
+    let start = html.find(marker).expect("hx-headers") + marker.len();
+    let csrf = html[start..start + 64].to_owned();
+    Browser {
+        client,
+        base: app.base.clone(),
+        cookie,
+        csrf,
+    }
+}
+
+impl Browser {
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .header(COOKIE, &self.cookie)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn status(&self, path: &str) -> u16 {
+        self.get(path).await.status().as_u16()
+    }
+
+    async fn post(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        let mut fields: Vec<(&str, &str)> = vec![("_csrf", &self.csrf)];
+        fields.extend_from_slice(form);
+        self.client
+            .post(format!("{}{path}", self.base))
+            .header(COOKIE, &self.cookie)
+            .form(&fields)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+fn id(raw: &str) -> ManagerId {
+    ManagerId::parse(raw).unwrap()
+}
+
+async fn add_user(app: &TestApp, username: &str, role: Role, manager: Option<&str>) {
+    app.store
+        .create_user(&NewUser {
+            username: username.into(),
+            password_hash: rop_web::password::hash(PASSWORD).unwrap(),
+            role,
+            manager_id: manager.map(id),
+            created_at: Utc::now(),
+        })
+        .await
+        .unwrap();
+}
+
+/// Office o1 led by l1 with managers m1 and m2; m3 works elsewhere. One
+/// processed call per manager, and a user per role.
+async fn company(app: &TestApp) {
+    app.store
+        .upsert_offices(
+            &[OfficeUpdate {
+                office_id: OfficeId::parse("o1").unwrap(),
+                title: Some("Центральный офис".into()),
+                leader_ids: Some(vec![id("l1")]),
+                manager_ids: Some(vec![id("m1"), id("m2")]),
+            }],
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    let yesterday = Utc::now() - Duration::days(1);
+    for (call, manager, words) in [
+        ("c1", "m1", "Мы обсудили скидку на окна"),
+        ("c2", "m2", "Доставка будет в субботу"),
+        ("c3", "m3", "Перезвоните мне завтра"),
+    ] {
+        let result = checklist(
+            "sales",
+            50.0,
+            &[
+                ("greeting", "Приветствие", true),
+                ("budget", "Бюджет", false),
+            ],
+        );
+        processed_call(
+            app,
+            call,
+            manager,
+            yesterday,
+            &["Добрый день", words],
+            Some(vec![result]),
+        )
+        .await;
+    }
+    add_user(app, "boss", Role::Admin, None).await;
+    add_user(app, "lead", Role::Leader, Some("l1")).await;
+    add_user(app, "seller", Role::Manager, Some("m1")).await;
+}
+
+const EVERYONE: [u16; 3] = [200, 200, 200];
+const ADMIN_ONLY: [u16; 3] = [200, 403, 403];
+
+async fn every_page_answers_each_role_as_specified(backend: Backend) {
+    let app = spawn_app(backend).await;
+    company(&app).await;
+    // The first start made the administrator whose password is printed.
+    let users = app.store.users().await.unwrap();
+    assert!(users
+        .iter()
+        .any(|u| u.username == "admin" && u.role == Role::Admin));
+
+    let browsers = [
+        login(&app, "boss").await,
+        login(&app, "lead").await,
+        login(&app, "seller").await,
+    ];
+    // (path, [admin, leader, manager])
+    let matrix: &[(&str, [u16; 3])] = &[
+        ("/dashboard", EVERYONE),
+        ("/dashboard?days=7", EVERYONE),
+        ("/calls", EVERYONE),
+        ("/calls?q=скидки", EVERYONE),
+        ("/calls/c1", EVERYONE),
+        ("/calls/c1/progress", EVERYONE),
+        ("/calls/c2", [200, 200, 404]),
+        ("/calls/c2/progress", [200, 200, 404]),
+        ("/calls/c2/audio", [404, 404, 404]),
+        ("/calls/c3", [200, 404, 404]),
+        ("/calls/nope", [404, 404, 404]),
+        ("/managers", EVERYONE),
+        ("/managers/m1", EVERYONE),
+        ("/managers/m2", [200, 200, 404]),
+        ("/managers/m3", [200, 404, 404]),
+        ("/offices", [200, 200, 403]),
+        ("/offices/o1", [200, 200, 403]),
+        ("/settings", ADMIN_ONLY),
+        ("/settings/connection", ADMIN_ONLY),
+        ("/settings/checklists", ADMIN_ONLY),
+        ("/settings/checklists/new", ADMIN_ONLY),
+        ("/settings/tables", ADMIN_ONLY),
+        ("/settings/tables/new", ADMIN_ONLY),
+        ("/settings/users", ADMIN_ONLY),
+        ("/settings/engines", ADMIN_ONLY),
+        ("/settings/audit", ADMIN_ONLY),
+    ];
+    let anonymous = no_redirects();
+    for (path, expected) in matrix {
+        for (browser, want) in browsers.iter().zip(expected) {
+            assert_eq!(browser.status(path).await, *want, "{path}");
+        }
+        let response = anonymous.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 303, "{path} without a session");
+        assert!(response.headers()[LOCATION]
+            .to_str()
+            .unwrap()
+            .starts_with("/login?next="));
+    }
+    // Changes: administrators only; others are refused before anything changes.
+    let posts: &[(&str, &[(&str, &str)])] = &[
+        (
+            "/settings/connection",
+            &[("min_call_duration_secs", "7"), ("manager_channel", "1")],
+        ),
+        ("/settings/checklists", &[("name", "Скрипт")]),
+        ("/settings/tables", &[("name", "Таблица")]),
+        (
+            "/settings/users",
+            &[
+                ("username", "x"),
+                ("password", "12345678"),
+                ("role", "admin"),
+            ],
+        ),
+        ("/settings/users/1/delete", &[]),
+        ("/calls/c1/deliveries/d1/resend", &[]),
+    ];
+    for (path, form) in posts {
+        for browser in &browsers[1..] {
+            assert_eq!(browser.post(path, form).await.status(), 403, "{path}");
+        }
+    }
+    assert!(app.store.checklists().await.unwrap().is_empty());
+    assert_eq!(app.store.users().await.unwrap().len(), 4);
+    assert_eq!(
+        app.store
+            .connection_settings()
+            .await
+            .unwrap()
+            .min_call_duration_secs,
+        0
+    );
+    // The leader's list holds his office's calls only.
+    let html = browsers[1].get("/calls").await.text().await.unwrap();
+    assert!(html.contains("data-call=\"c1\"") && html.contains("data-call=\"c2\""));
+    assert!(!html.contains("data-call=\"c3\""));
+    // A manager's page is his own.
+    let html = browsers[2].get("/calls").await.text().await.unwrap();
+    assert!(html.contains("data-call=\"c1\"") && !html.contains("data-call=\"c2\""));
+    assert!(
+        !html.contains("href=\"/settings\""),
+        "no settings link for a manager"
+    );
+}
+
+async fn state_changes_need_the_session_token(backend: Backend) {
+    let app = spawn_app(backend).await;
+    add_user(&app, "boss", Role::Admin, None).await;
+    let admin = login(&app, "boss").await;
+    let form = [("min_call_duration_secs", "15"), ("manager_channel", "1")];
+    let url = app.url("/settings/connection");
+    let without = admin
+        .client
+        .post(&url)
+        .header(COOKIE, &admin.cookie)
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(without.status(), 403);
+    let mut wrong = form.to_vec();
+    wrong.push((
+        "_csrf",
+        "0000000000000000000000000000000000000000000000000000000000000000",
+    ));
+    let wrong = admin
+        .client
+        .post(&url)
+        .header(COOKIE, &admin.cookie)
+        .form(&wrong)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 403);
+    let foreign = admin
+        .client
+        .post(&url)
+        .header(COOKIE, &admin.cookie)
+        .header("Origin", "http://evil.example")
+        .header("X-CSRF-Token", &admin.csrf)
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 403);
+    assert_eq!(
+        app.store
+            .connection_settings()
+            .await
+            .unwrap()
+            .min_call_duration_secs,
+        0
+    );
+    assert!(app.store.audit_entries(None, 10).await.unwrap().is_empty());
+
+    // htmx sends the token as a header.
+    let by_header = admin
+        .client
+        .post(&url)
+        .header(COOKIE, &admin.cookie)
+        .header("X-CSRF-Token", &admin.csrf)
+        .header("Origin", &app.base)
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_header.status(), 303);
+    let settings = app.store.connection_settings().await.unwrap();
+    assert_eq!(
+        (settings.min_call_duration_secs, settings.manager_channel),
+        (15, 1)
+    );
+    let audit = app.store.audit_entries(None, 10).await.unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(
+        (audit[0].actor.as_str(), audit[0].action.as_str()),
+        ("boss", "connection.update")
+    );
+
+    // A bad value is refused with the reason, and nothing changes.
+    let bad = admin
+        .post(
+            "/settings/connection",
+            &[
+                ("min_call_duration_secs", "много"),
+                ("manager_channel", "0"),
+            ],
+        )
+        .await;
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().await.unwrap().contains("целое число секунд"));
+    assert_eq!(
+        app.store
+            .connection_settings()
+            .await
+            .unwrap()
+            .min_call_duration_secs,
+        15
+    );
+
+    // The login form is protected too: a post without its cookie is refused.
+    let forged = no_redirects()
+        .post(app.url("/login"))
+        .form(&[("username", "boss"), ("password", PASSWORD), ("_csrf", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    assert!(set_cookie(&forged, "rop_session").is_none());
+}
+
+async fn failed_logins_are_limited_and_logout_ends_the_session(backend: Backend) {
+    let app = spawn_app(backend).await;
+    add_user(&app, "boss", Role::Admin, None).await;
+    add_user(&app, "other", Role::Admin, None).await;
+    for _ in 0..5 {
+        assert_eq!(
+            post_login(&app, "boss", "wrong password").await.status(),
+            401
+        );
+    }
+    // Blocked now, even with the right password.
+    let blocked = post_login(&app, "boss", PASSWORD).await;
+    assert_eq!(blocked.status(), 429);
+    assert!(set_cookie(&blocked, "rop_session").is_none());
+    // The address made six failed attempts, so every name from it waits.
+    assert_eq!(post_login(&app, "other", PASSWORD).await.status(), 429);
+
+    let app = spawn_app(backend).await;
+    add_user(&app, "boss", Role::Admin, None).await;
+    let unknown = post_login(&app, "nobody", PASSWORD).await;
+    assert_eq!(unknown.status(), 401);
+    assert!(unknown
+        .text()
+        .await
+        .unwrap()
+        .contains("Неверное имя пользователя или пароль"));
+    let admin = login(&app, "boss").await;
+    assert_eq!(admin.status("/dashboard").await, 200);
+    let out = admin.post("/logout", &[]).await;
+    assert_eq!(out.status(), 303);
+    assert_eq!(
+        admin.status("/dashboard").await,
+        303,
+        "the old cookie no longer works"
+    );
+}
+
+async fn audio_is_streamed_with_ranges(backend: Backend) {
+    let app = spawn_app(backend).await;
+    add_user(&app, "boss", Role::Admin, None).await;
+    let audio = stereo_wav();
+    app.upload_file("rec1", audio.clone(), &[]).await;
+    let admin = login(&app, "boss").await;
+    let whole = admin.get("/calls/rec1/audio").await;
+    assert_eq!(whole.status(), 200);
+    assert_eq!(whole.headers()["content-type"], "audio/wav");
+    assert_eq!(whole.headers()["accept-ranges"], "bytes");
+    assert_eq!(whole.bytes().await.unwrap().as_ref(), audio.as_slice());
+    let part = admin
+        .client
+        .get(app.url("/calls/rec1/audio"))
+        .header(COOKIE, &admin.cookie)
+        .header("Range", "bytes=100-199")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(
+        part.headers()["content-range"],
+        format!("bytes 100-199/{}", audio.len()).as_str()
+    );
+    assert_eq!(part.bytes().await.unwrap().as_ref(), &audio[100..200]);
+    let past = admin
+        .client
+        .get(app.url("/calls/rec1/audio"))
+        .header(COOKIE, &admin.cookie)
+        .header("Range", format!("bytes={}-", audio.len()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(past.status(), 416);
+}
+
+async fn the_editors_save_checked_definitions(backend: Backend) {
+    let app = spawn_app(backend).await;
+    add_user(&app, "boss", Role::Admin, None).await;
+    let admin = login(&app, "boss").await;
+    // Refused: a stage weight that is not a number; nothing is stored.
+    let refused = admin
+        .post(
+            "/settings/checklists",
+            &[
+                ("name", "Продажа"),
+                ("stage_name", "Приветствие"),
+                ("stage_weight", "много"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status(), 400);
+    assert!(refused.text().await.unwrap().contains("stages[0].weight"));
+    assert!(app.store.checklists().await.unwrap().is_empty());
+
+    let saved = admin
+        .post(
+            "/settings/checklists",
+            &[
+                ("original_id", ""),
+                ("checklist_id", "sales"),
+                ("name", "Продажа окон"),
+                ("active", "on"),
+                ("stage_id", ""),
+                ("stage_name", "Приветствие"),
+                ("stage_instruction", "Поздороваться и назвать себя"),
+                ("stage_weight", "2"),
+                ("stage_examples", "добрый день\nменя зовут"),
+                ("stage_forbidden", ""),
+                ("stage_id", ""),
+                ("stage_name", "Бюджет"),
+                ("stage_instruction", "Спросить бюджет"),
+                ("stage_weight", "1"),
+                ("stage_examples", "какой бюджет"),
+                ("stage_forbidden", ""),
+                ("webhook_url", "https://crm.example.ru/hook"),
+                ("webhook_secret", "s3cret-value"),
+            ],
+        )
+        .await;
+    assert_eq!(saved.status(), 303);
+    assert_eq!(saved.headers()[LOCATION], "/settings/checklists/sales");
+    let stored = app.store.checklist("sales").await.unwrap().unwrap();
+    assert_eq!(stored.stages.len(), 2);
+    assert_eq!(
+        stored.stages[0].example_phrases,
+        vec!["добрый день", "меня зовут"]
+    );
+    assert_eq!(stored.webhook.as_ref().unwrap().secret, "s3cret-value");
+    // Editing with the secret left blank keeps it; the page never shows it.
+    let page = admin
+        .get("/settings/checklists/sales")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!page.contains("s3cret-value"));
+    let edited = admin
+        .post(
+            "/settings/checklists",
+            &[
+                ("original_id", "sales"),
+                ("name", "Продажа окон 2"),
+                ("stage_name", "Приветствие"),
+                ("stage_weight", "1"),
+                ("webhook_url", "https://crm.example.ru/hook2"),
+                ("webhook_secret", ""),
+            ],
+        )
+        .await;
+    assert_eq!(edited.status(), 303);
+    let stored = app.store.checklist("sales").await.unwrap().unwrap();
+    assert_eq!(stored.name, "Продажа окон 2");
+    assert_eq!(stored.stages.len(), 1);
+    assert!(!stored.active, "an unticked box switches the checklist off");
+    assert_eq!(stored.webhook.unwrap().secret, "s3cret-value");
+
+    let table = admin
+        .post(
+            "/settings/tables",
+            &[
+                ("name", "Замер"),
+                ("column_key", "visit_date"),
+                ("column_title", "Дата замера"),
+                ("column_type", "date"),
+                ("column_description", "Когда приедет замерщик"),
+                ("column_values", ""),
+                ("column_key", "premises"),
+                ("column_title", "Помещение"),
+                ("column_type", "enum"),
+                ("column_description", ""),
+                ("column_values", "квартира, дом, офис"),
+            ],
+        )
+        .await;
+    assert_eq!(table.status(), 303);
+    let tables = app.store.tables().await.unwrap();
+    assert_eq!(tables.len(), 1);
+    assert_eq!(tables[0].columns[1].values, vec!["квартира", "дом", "офис"]);
+
+    let audit = app.store.audit_entries(None, 10).await.unwrap();
+    let actions: Vec<&str> = audit.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        vec!["table.create", "checklist.update", "checklist.create"]
+    );
+    assert!(
+        audit.iter().all(|e| !e.details.contains("s3cret-value")),
+        "secrets stay out of the log"
+    );
+}
+
+async fn users_are_managed_in_the_interface(backend: Backend) {
+    let app = spawn_app(backend).await;
+    add_user(&app, "boss", Role::Admin, None).await;
+    let admin = login(&app, "boss").await;
+    let short = admin
+        .post(
+            "/settings/users",
+            &[
+                ("username", "anna"),
+                ("password", "short"),
+                ("role", "manager"),
+                ("manager_id", "m1"),
+            ],
+        )
+        .await;
+    assert_eq!(short.status(), 400);
+    let no_crm_id = admin
+        .post(
+            "/settings/users",
+            &[
+                ("username", "anna"),
+                ("password", "long enough"),
+                ("role", "manager"),
+                ("manager_id", ""),
+            ],
+        )
+        .await;
+    assert_eq!(no_crm_id.status(), 400);
+    let created = admin
+        .post(
+            "/settings/users",
+            &[
+                ("username", "anna"),
+                ("password", "long enough"),
+                ("role", "manager"),
+                ("manager_id", "m1"),
+            ],
+        )
+        .await;
+    assert_eq!(created.status(), 303);
+    let duplicate = admin
+        .post(
+            "/settings/users",
+            &[
+                ("username", "anna"),
+                ("password", "long enough"),
+                ("role", "manager"),
+                ("manager_id", "m1"),
+            ],
+        )
+        .await;
+    assert_eq!(duplicate.status(), 400);
+    let anna = app.store.user_credentials("anna").await.unwrap().unwrap();
+    assert!(rop_web::password::verify(
+        "long enough",
+        &anna.password_hash
+    ));
+    assert_eq!(post_login(&app, "anna", "long enough").await.status(), 303);
+    // Promoted, with a new password; the old one stops working.
+    let updated = admin
+        .post(
+            &format!("/settings/users/{}", anna.user.id),
+            &[
+                ("role", "leader"),
+                ("manager_id", "l1"),
+                ("password", "another password"),
+            ],
+        )
+        .await;
+    assert_eq!(updated.status(), 303);
+    let anna = app.store.user_credentials("anna").await.unwrap().unwrap();
+    assert_eq!(anna.user.role, Role::Leader);
+    assert_eq!(post_login(&app, "anna", "long enough").await.status(), 401);
+    // An administrator cannot demote or delete himself.
+    let me = app
+        .store
+        .user_credentials("boss")
+        .await
+        .unwrap()
+        .unwrap()
+        .user
+        .id;
+    let demote = admin
+        .post(
+            &format!("/settings/users/{me}"),
+            &[("role", "manager"), ("manager_id", "m9")],
+        )
+        .await;
+    assert_eq!(demote.status(), 400);
+    let delete_me = admin
+        .post(&format!("/settings/users/{me}/delete"), &[])
+        .await;
+    assert_eq!(delete_me.status(), 400);
+    let removed = admin
+        .post(&format!("/settings/users/{}/delete", anna.user.id), &[])
+        .await;
+    assert_eq!(removed.status(), 303);
+    assert!(app.store.user_credentials("anna").await.unwrap().is_none());
+}
+
+on_both_backends!(
+    every_page_answers_each_role_as_specified,
+    state_changes_need_the_session_token,
+    failed_logins_are_limited_and_logout_ends_the_session,
+    audio_is_streamed_with_ranges,
+    the_editors_save_checked_definitions,
+    users_are_managed_in_the_interface,
+);

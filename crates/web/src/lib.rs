@@ -1,0 +1,192 @@
+//! The web interface of Цифровой РОП (PRODUCT.md §7): server-rendered
+//! Russian pages for administrators, office leaders and managers.
+//!
+//! - [`session`] logs people in and out, keeps server-side sessions and
+//!   checks the CSRF token of every state-changing request;
+//! - [`access`] decides what each role may see: every page, fragment and
+//!   download asks it, never the template;
+//! - `pages` render what the store holds; `assets` serves the built-in
+//!   scripts and styles, so no page loads anything from elsewhere.
+//!
+//! The crate reads and writes through [`Store`] only; work that needs the
+//! pipeline's engines (a health check, a test webhook) goes through the
+//! [`Services`] the binary provides.
+
+mod access;
+mod assets;
+mod error;
+mod format;
+mod pages;
+pub mod password;
+mod session;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::routing::{get, post};
+use axum::{middleware, Router};
+use rop_blob::BlobStore;
+use rop_domain::{DeliveryEvent, Store, Webhook};
+
+pub use error::PageError;
+pub use session::LoginLimits;
+
+/// What the pages need from the engines, provided by the binary.
+#[async_trait]
+pub trait Services: Send + Sync + 'static {
+    /// The configured speech and language engines, each checked now.
+    async fn engines(&self) -> Vec<EngineStatus>;
+    /// Sends one signed sample delivery to `webhook`; a line for the
+    /// administrator either way.
+    async fn send_test_webhook(
+        &self,
+        webhook: &Webhook,
+        event: DeliveryEvent,
+        body: String,
+    ) -> Result<String, String>;
+}
+
+/// One engine as the Движки page shows it.
+#[derive(Debug, Clone)]
+pub struct EngineStatus {
+    /// «Распознавание речи», «Анализ».
+    pub purpose: String,
+    /// The engine and where it runs.
+    pub engine: String,
+    /// The model file or name.
+    pub model: String,
+    pub healthy: bool,
+    /// What the check found, in Russian.
+    pub detail: String,
+}
+
+/// Settings of the web interface (from the configuration).
+#[derive(Debug, Clone)]
+pub struct WebSettings {
+    /// The address the CRM reaches us at; the request's own address when unset.
+    pub public_url: Option<url::Url>,
+    /// The company's time zone for days on charts and times on pages.
+    pub utc_offset_secs: i32,
+    /// How long a login lasts.
+    pub session_hours: u32,
+    /// Whether audio links into private networks are allowed (shown on the
+    /// Подключение page; set in the configuration).
+    pub fetch_allow_private: bool,
+    pub login_limits: LoginLimits,
+}
+
+impl Default for WebSettings {
+    fn default() -> Self {
+        Self {
+            public_url: None,
+            utc_offset_secs: 3 * 3600,
+            session_hours: 12,
+            fetch_allow_private: false,
+            login_limits: LoginLimits::default(),
+        }
+    }
+}
+
+/// Everything the pages share.
+pub struct WebState {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) blobs: Arc<dyn BlobStore>,
+    pub(crate) services: Arc<dyn Services>,
+    pub(crate) settings: WebSettings,
+    pub(crate) logins: session::LoginAttempts,
+}
+
+impl WebState {
+    pub fn new(
+        store: Arc<dyn Store>,
+        blobs: Arc<dyn BlobStore>,
+        services: Arc<dyn Services>,
+        settings: WebSettings,
+    ) -> Self {
+        let logins = session::LoginAttempts::new(settings.login_limits);
+        Self {
+            store,
+            blobs,
+            services,
+            settings,
+            logins,
+        }
+    }
+}
+
+/// The pages, fragments and assets, to be merged with the API's router.
+pub fn router(state: WebState) -> Router {
+    let state = Arc::new(state);
+    let signed_in = Router::new()
+        .route("/", get(pages::home))
+        .route("/logout", post(session::logout))
+        .route("/dashboard", get(pages::dashboard::page))
+        .route("/calls", get(pages::calls::list))
+        .route("/calls/{call_id}", get(pages::calls::card_page))
+        .route("/calls/{call_id}/audio", get(pages::calls::audio))
+        .route("/calls/{call_id}/progress", get(pages::calls::progress))
+        .route(
+            "/calls/{call_id}/deliveries/{delivery_id}/resend",
+            post(pages::calls::resend),
+        )
+        .route("/managers", get(pages::people::managers))
+        .route("/managers/{manager_id}", get(pages::people::manager))
+        .route("/offices", get(pages::people::offices))
+        .route("/offices/{office_id}", get(pages::people::office))
+        .route("/settings", get(pages::settings::index))
+        .route(
+            "/settings/connection",
+            get(pages::settings::connection).post(pages::settings::save_connection),
+        )
+        .route(
+            "/settings/checklists",
+            get(pages::definitions::checklists).post(pages::definitions::save_checklist),
+        )
+        .route(
+            "/settings/checklists/new",
+            get(pages::definitions::new_checklist),
+        )
+        .route(
+            "/settings/checklists/{id}",
+            get(pages::definitions::edit_checklist),
+        )
+        .route(
+            "/settings/checklists/{id}/delete",
+            post(pages::definitions::delete_checklist),
+        )
+        .route(
+            "/settings/checklists/{id}/test-webhook",
+            post(pages::definitions::test_checklist_webhook),
+        )
+        .route(
+            "/settings/tables",
+            get(pages::definitions::tables).post(pages::definitions::save_table),
+        )
+        .route("/settings/tables/new", get(pages::definitions::new_table))
+        .route("/settings/tables/{id}", get(pages::definitions::edit_table))
+        .route(
+            "/settings/tables/{id}/delete",
+            post(pages::definitions::delete_table),
+        )
+        .route(
+            "/settings/tables/{id}/test-webhook",
+            post(pages::definitions::test_table_webhook),
+        )
+        .route(
+            "/settings/users",
+            get(pages::users::list).post(pages::users::create),
+        )
+        .route("/settings/users/{id}", post(pages::users::update))
+        .route("/settings/users/{id}/delete", post(pages::users::delete))
+        .route("/settings/engines", get(pages::settings::engines))
+        .route("/settings/audit", get(pages::settings::audit_log))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            session::require_session,
+        ));
+    Router::new()
+        .route("/login", get(session::login_page).post(session::login))
+        .route("/assets/{name}", get(assets::serve))
+        .merge(signed_in)
+        .with_state(state)
+}
