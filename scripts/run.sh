@@ -28,6 +28,7 @@ done
 cat <<MSG
 
 Цифровой РОП запускается на http://$listen
+Веб-интерфейс: http://$listen/  (при первом запуске ниже будет пароль пользователя admin)
 URL для CRM:  http://$listen/api/v1/calls/audio-upload?apiKey=$key
 API-ключ:     $key   (показать снова: $rop api-key show)
 

@@ -2,7 +2,8 @@
 //! every setting the UI edits can also be scripted (PRODUCT.md §3, §5).
 //!
 //! Webhook secrets are write-only: responses say whether one is set, and an
-//! update that leaves `webhook.secret` out keeps the stored one.
+//! update that leaves `webhook.secret` out keeps the stored one. Every change
+//! is noted in the audit log with the actor `API`.
 
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::Utc;
+use rop_domain::audit::definition_details;
 use rop_domain::{Checklist, InvalidDefinition, StoreError, Table, TableId, Webhook};
 use serde::Serialize;
 use serde_json::Value;
@@ -121,7 +123,16 @@ pub async fn create_checklist(
         }
         checklist.validate().map_err(invalid)?;
         match state.store.insert_checklist(&checklist, now).await {
-            Ok(()) => return Ok((StatusCode::CREATED, Json(shown(&checklist)))),
+            Ok(()) => {
+                state
+                    .audit(
+                        "checklist.create",
+                        &checklist.checklist_id,
+                        definition_details(&checklist),
+                    )
+                    .await?;
+                return Ok((StatusCode::CREATED, Json(shown(&checklist))));
+            }
             Err(StoreError::Duplicate) if generated => continue,
             Err(StoreError::Duplicate) => {
                 return Err(ApiError::new(
@@ -187,10 +198,18 @@ pub async fn put_checklist(
     keep_secret(&mut checklist.webhook, &old.webhook, &body);
     checklist.validate().map_err(invalid)?;
     match state.store.update_checklist(&checklist, Utc::now()).await {
-        Ok(()) => Ok(Json(shown(&checklist))),
-        Err(StoreError::NotFound) => Err(checklist_not_found()),
-        Err(error) => Err(error.into()),
+        Ok(()) => {}
+        Err(StoreError::NotFound) => return Err(checklist_not_found()),
+        Err(error) => return Err(error.into()),
     }
+    state
+        .audit(
+            "checklist.update",
+            &checklist.checklist_id,
+            definition_details(&checklist),
+        )
+        .await?;
+    Ok(Json(shown(&checklist)))
 }
 
 #[utoipa::path(
@@ -207,11 +226,13 @@ pub async fn delete_checklist(
     State(state): State<Arc<AppState>>,
     Path(checklist_id): Path<String>,
 ) -> Result<Json<Deleted>, ApiError> {
-    if state.store.delete_checklist(&checklist_id).await? {
-        Ok(Json(Deleted { deleted: true }))
-    } else {
-        Err(checklist_not_found())
+    if !state.store.delete_checklist(&checklist_id).await? {
+        return Err(checklist_not_found());
     }
+    state
+        .audit("checklist.delete", &checklist_id, String::new())
+        .await?;
+    Ok(Json(Deleted { deleted: true }))
 }
 
 // --- tables ----------------------------------------------------------------
@@ -258,7 +279,16 @@ pub async fn create_table(
         }
         table.validate().map_err(invalid)?;
         match state.store.insert_table(&table, now).await {
-            Ok(()) => return Ok((StatusCode::CREATED, Json(shown(&table)))),
+            Ok(()) => {
+                state
+                    .audit(
+                        "table.create",
+                        table.table_id.as_str(),
+                        definition_details(&table),
+                    )
+                    .await?;
+                return Ok((StatusCode::CREATED, Json(shown(&table))));
+            }
             Err(StoreError::Duplicate) if generated => continue,
             Err(StoreError::Duplicate) => {
                 return Err(ApiError::new(
@@ -332,10 +362,18 @@ pub async fn put_table(
     keep_secret(&mut table.webhook, &old.webhook, &body);
     table.validate().map_err(invalid)?;
     match state.store.update_table(&table, Utc::now()).await {
-        Ok(()) => Ok(Json(shown(&table))),
-        Err(StoreError::NotFound) => Err(table_not_found()),
-        Err(error) => Err(error.into()),
+        Ok(()) => {}
+        Err(StoreError::NotFound) => return Err(table_not_found()),
+        Err(error) => return Err(error.into()),
     }
+    state
+        .audit(
+            "table.update",
+            table.table_id.as_str(),
+            definition_details(&table),
+        )
+        .await?;
+    Ok(Json(shown(&table)))
 }
 
 #[utoipa::path(
@@ -353,9 +391,11 @@ pub async fn delete_table(
     Path(table_id): Path<String>,
 ) -> Result<Json<Deleted>, ApiError> {
     let table_id = path_table_id(&table_id)?;
-    if state.store.delete_table(&table_id).await? {
-        Ok(Json(Deleted { deleted: true }))
-    } else {
-        Err(table_not_found())
+    if !state.store.delete_table(&table_id).await? {
+        return Err(table_not_found());
     }
+    state
+        .audit("table.delete", table_id.as_str(), String::new())
+        .await?;
+    Ok(Json(Deleted { deleted: true }))
 }

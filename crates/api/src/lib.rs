@@ -22,7 +22,6 @@ use axum::{middleware, Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use rop_blob::BlobStore;
 use rop_domain::Store;
-use rop_fetch::UrlGuard;
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -47,9 +46,9 @@ pub struct Limits {
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub blobs: Arc<dyn BlobStore>,
-    /// Guarded client for every outgoing request.
-    pub http: rop_fetch::GuardedClient,
-    pub guard: UrlGuard,
+    /// Guarded clients for audio links (private networks allowed or not, as
+    /// the connection settings say).
+    pub http: rop_fetch::AudioClients,
     pub limits: Limits,
     pub rate_limit: RateLimit,
     /// Where uploaded files are written while they stream in.
@@ -69,6 +68,25 @@ impl AppState {
             .get(|| store.connection_settings())
             .await?;
         Ok(settings)
+    }
+
+    /// Notes a settings change made with the API key in the audit log (the
+    /// web interface's Журнал), as the interface does for its users.
+    ///
+    /// Written after the change itself and not in one transaction with it
+    /// (the store has no transactions across calls): should this write fail,
+    /// the request fails with a 500 although the change was saved.
+    async fn audit(&self, action: &str, target: &str, details: String) -> Result<(), ApiError> {
+        self.store
+            .add_audit_entry(&rop_domain::NewAuditEntry {
+                at: chrono::Utc::now(),
+                actor: rop_domain::API_ACTOR.to_owned(),
+                action: action.to_owned(),
+                target: target.to_owned(),
+                details,
+            })
+            .await?;
+        Ok(())
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::Json;
+use rop_domain::audit::connection_details;
 use rop_domain::{
     ConnectionSettings, ManagerId, ManagerUpdate, OfficeId, OfficeUpdate, UpsertCounts,
 };
@@ -203,8 +204,18 @@ pub async fn put_connection(
     settings
         .validate()
         .map_err(|(field, message)| ApiError::invalid(field, message))?;
-    state.store.save_connection_settings(&settings).await?;
-    state.caches.connection_settings.invalidate().await;
-    tracing::info!(?settings, "connection settings changed");
+    let before = state.store.connection_settings().await?;
+    if settings != before {
+        state.store.save_connection_settings(&settings).await?;
+        state.caches.connection_settings.invalidate().await;
+        state
+            .audit(
+                "connection.update",
+                "connection",
+                connection_details(&before, &settings),
+            )
+            .await?;
+        tracing::info!(?settings, "connection settings changed");
+    }
     Ok(Json(settings))
 }

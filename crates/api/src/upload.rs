@@ -162,15 +162,15 @@ async fn accept_upload(state: &AppState, request: Request) -> Result<UploadRespo
     if let Some(declared) = upload.declared_duration_secs {
         check_duration(state, declared, "duration")?;
     }
+    let settings = state.connection_settings().await?;
+    let http = state.http.client(settings.allow_private_networks);
     if let UploadAudio::Url(url) = &upload.audio {
-        state
-            .guard
+        http.guard()
             .check_url_resolved(url)
             .await
             .map_err(|forbidden| forbidden_url(&forbidden))?;
     }
 
-    let settings = state.connection_settings().await?;
     let mut events = vec![NewCallEvent::info(now, "upload", "Звонок принят")];
     let min = f64::from(settings.min_call_duration_secs);
     let skip_reason = upload
@@ -181,7 +181,7 @@ async fn accept_upload(state: &AppState, request: Request) -> Result<UploadRespo
     let source = match upload.audio {
         UploadAudio::Url(url) => {
             if skip_reason.is_none() {
-                events.push(probe_link(state, &url, now).await?);
+                events.push(probe_link(state, http, &url, now).await?);
             }
             AudioSource::Url(url)
         }
@@ -325,6 +325,7 @@ fn check_duration(state: &AppState, secs: f64, field: &str) -> Result<(), ApiErr
 /// is not the CRM's mistake: the call is accepted and downloaded later.
 async fn probe_link(
     state: &AppState,
+    http: &rop_fetch::GuardedClient,
     url: &Url,
     now: DateTime<Utc>,
 ) -> Result<NewCallEvent, ApiError> {
@@ -332,7 +333,7 @@ async fn probe_link(
         timeout: state.limits.probe_timeout,
         max_bytes: state.limits.max_upload_bytes,
     };
-    match rop_fetch::probe(&state.http, url, limits).await {
+    match rop_fetch::probe(http, url, limits).await {
         ProbeOutcome::Audio {
             format,
             total_bytes,

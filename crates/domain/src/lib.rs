@@ -24,7 +24,7 @@ pub use analysis::{
     AnalysisEngine, CallAnalysis, Checklist, ChecklistResult, Column, ColumnType, EngineChoice,
     Filters, InvalidDefinition, Stage, StageResult, StageStatus, Table, TableResult, Webhook,
 };
-pub use audit::{AuditEntry, NewAuditEntry};
+pub use audit::{AuditEntry, NewAuditEntry, API_ACTOR};
 pub use call::{
     AudioSource, Call, CallDetails, CallEvent, CallFilter, CallPage, CallStatus, DeletedCall,
     Direction, EventLevel, NewCall, NewCallEvent,

@@ -10,6 +10,10 @@ pub struct ConnectionSettings {
     pub min_call_duration_secs: u32,
     /// Which channel of a stereo recording is the manager (0 = left, 1 = right).
     pub manager_channel: u8,
+    /// Audio links into private networks (10.x, 192.168.x, …) are allowed:
+    /// an on-premise CRM. The configuration's `fetch_allow_private` allows
+    /// them regardless.
+    pub allow_private_networks: bool,
 }
 
 impl ConnectionSettings {

@@ -97,6 +97,41 @@ impl GuardedClient {
         self.guard.check_url(url)?;
         Ok(self.client.post(url.clone()))
     }
+
+    /// The guard this client enforces.
+    pub fn guard(&self) -> UrlGuard {
+        self.guard
+    }
+}
+
+/// The configured client for audio links, and the same client with private
+/// networks allowed: an administrator may allow on-premise CRMs in the
+/// connection settings, and the choice applies at once, without a restart.
+#[derive(Clone)]
+pub struct AudioClients {
+    configured: GuardedClient,
+    with_private: GuardedClient,
+}
+
+impl AudioClients {
+    pub fn new(config: &ClientConfig) -> Self {
+        let mut private = config.clone();
+        private.guard.allow_private = true;
+        Self {
+            configured: GuardedClient::new(config),
+            with_private: GuardedClient::new(&private),
+        }
+    }
+
+    /// The client for links when the connection settings say
+    /// `allow_private_networks` (the configuration may allow them anyway).
+    pub fn client(&self, allow_private_networks: bool) -> &GuardedClient {
+        if allow_private_networks {
+            &self.with_private
+        } else {
+            &self.configured
+        }
+    }
 }
 
 /// The guard's refusal inside a request error, if that is what failed it.

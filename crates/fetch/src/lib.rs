@@ -12,7 +12,7 @@ mod guard;
 mod probe;
 mod sniff;
 
-pub use client::{forbidden_cause, ClientConfig, GuardedClient};
+pub use client::{forbidden_cause, AudioClients, ClientConfig, GuardedClient};
 pub use download::{download_to_file, DownloadError, DownloadLimits, Downloaded};
 pub use guard::{AddressClass, Forbidden, UrlGuard};
 pub use probe::{probe, ProbeLimits, ProbeOutcome};

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use rop_blob::BlobStore;
 use rop_domain::{Call, JobKind, Store, StoreError};
-use rop_fetch::{download_to_file, DownloadError, DownloadLimits, GuardedClient};
+use rop_fetch::{download_to_file, AudioClients, DownloadError, DownloadLimits};
 use url::Url;
 
 use crate::worker::{Step, StepDone, StepError};
@@ -15,7 +15,7 @@ use crate::worker::{Step, StepDone, StepError};
 pub struct DownloadStep {
     pub store: Arc<dyn Store>,
     pub blobs: Arc<dyn BlobStore>,
-    pub http: GuardedClient,
+    pub http: AudioClients,
     /// Where a download is written before it moves into the blob store.
     pub staging_dir: PathBuf,
     pub limits: DownloadLimits,
@@ -47,7 +47,9 @@ impl Step for DownloadStep {
         let staged = self
             .staging_dir
             .join(format!("download-{}", uuid::Uuid::new_v4().simple()));
-        let downloaded = download_to_file(&self.http, &url, &staged, self.limits)
+        let settings = self.store.connection_settings().await?;
+        let http = self.http.client(settings.allow_private_networks);
+        let downloaded = download_to_file(http, &url, &staged, self.limits)
             .await
             .map_err(|error| self.explain(error))?;
         // One key per call: a repeated run overwrites instead of leaving

@@ -17,7 +17,7 @@ use rop_audio::DecodeLimits;
 use rop_blob::BlobStore;
 use rop_delivery::{Deliverer, DelivererConfig, RetryPolicy};
 use rop_domain::Store;
-use rop_fetch::{ClientConfig, DownloadLimits, GuardedClient, UrlGuard};
+use rop_fetch::{AudioClients, ClientConfig, DownloadLimits, UrlGuard};
 use rop_llm::{
     LanguageModel, LocalLlamaProcess, LocalLlamaProcessConfig, OpenAiChat, OpenAiChatConfig,
 };
@@ -120,7 +120,7 @@ pub async fn ensure_first_admin(store: &dyn Store) -> anyhow::Result<Option<Stri
 struct Core {
     store: Arc<dyn Store>,
     blobs: Arc<dyn BlobStore>,
-    http: GuardedClient,
+    http: AudioClients,
     guard: UrlGuard,
     staging_dir: PathBuf,
 }
@@ -143,7 +143,7 @@ impl Core {
             allow_private: config.fetch_allow_private,
             allow_loopback: config.fetch_allow_loopback,
         };
-        let http = GuardedClient::new(&ClientConfig {
+        let http = AudioClients::new(&ClientConfig {
             guard,
             ..ClientConfig::default()
         });
@@ -157,7 +157,7 @@ impl Core {
     }
 
     /// The workers of this process, with every step this build can run.
-    fn workers(&self, config: &Config) -> anyhow::Result<Arc<Workers>> {
+    fn workers(&self, config: &Config, analyzer: Arc<Analyzer>) -> anyhow::Result<Arc<Workers>> {
         let engine = speech_engine(config)?;
         let decode_limits = DecodeLimits {
             max_duration: Duration::from_secs(u64::from(config.max_duration_secs)),
@@ -175,7 +175,7 @@ impl Core {
         };
         let analyze = AnalyzeStep {
             store: self.store.clone(),
-            analyzer: Arc::new(Analyzer::new(language_model(config)?)),
+            analyzer,
         };
         let download = DownloadStep {
             store: self.store.clone(),
@@ -226,8 +226,13 @@ impl Core {
 }
 
 /// The configured language model, loaded once per process; `None` when
-/// the installation uses phrase rules only.
-pub fn language_model(config: &Config) -> anyhow::Result<Option<Arc<dyn LanguageModel>>> {
+/// the installation uses phrase rules only. `start_now` loads a local model
+/// in the background at once (a process with workers); otherwise it starts
+/// at its first question (a web-only process trying a checklist on a call).
+pub fn language_model(
+    config: &Config,
+    start_now: bool,
+) -> anyhow::Result<Option<Arc<dyn LanguageModel>>> {
     Ok(match config.llm_engine {
         LlmEngineKind::None => None,
         LlmEngineKind::Local => {
@@ -238,13 +243,15 @@ pub fn language_model(config: &Config) -> anyhow::Result<Option<Arc<dyn Language
             process.timeout = Duration::from_secs(config.llm_timeout_secs);
             let model =
                 Arc::new(LocalLlamaProcess::new(process).context("языковая модель не готова")?);
-            // Loaded in the background: the first call need not wait for it.
-            let starting = model.clone();
-            tokio::spawn(async move {
-                if let Err(error) = starting.start().await {
-                    tracing::error!(%error, "the local language model did not start; will retry at the next call");
-                }
-            });
+            if start_now {
+                // Loaded in the background: the first call need not wait for it.
+                let starting = model.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = starting.start().await {
+                        tracing::error!(%error, "the local language model did not start; will retry at the next call");
+                    }
+                });
+            }
             Some(model)
         }
         LlmEngineKind::OpenAi => {
@@ -319,8 +326,15 @@ impl Server {
     pub async fn build(config: &Config, listener: TcpListener) -> anyhow::Result<Self> {
         let core = Core::open(config).await?;
         let first_admin_password = ensure_first_admin(core.store.as_ref()).await?;
-        let workers = if config.worker_concurrency > 0 {
-            Some((core.workers(config)?, core.deliverer(config)))
+        let with_workers = config.worker_concurrency > 0;
+        // One model per process, shared by the workers and the editors'
+        // «try on a call».
+        let analyzer = Arc::new(Analyzer::new(language_model(config, with_workers)?));
+        let workers = if with_workers {
+            Some((
+                core.workers(config, analyzer.clone())?,
+                core.deliverer(config),
+            ))
         } else {
             None
         };
@@ -328,7 +342,6 @@ impl Server {
             store: core.store,
             blobs: core.blobs,
             http: core.http,
-            guard: core.guard,
             limits: Limits {
                 max_upload_bytes: config.max_upload_bytes,
                 max_duration_secs: config.max_duration_secs,
@@ -345,7 +358,8 @@ impl Server {
             state.blobs.clone(),
             Arc::new(crate::web::EngineServices::new(
                 config,
-                rop_delivery::webhook_client(state.guard),
+                rop_delivery::webhook_client(core.guard),
+                analyzer,
             )),
             rop_web::WebSettings {
                 public_url: config
@@ -415,7 +429,8 @@ pub async fn run_workers(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let core = Core::open(config).await?;
-    let workers = core.workers(config)?;
+    let analyzer = Arc::new(Analyzer::new(language_model(config, true)?));
+    let workers = core.workers(config, analyzer)?;
     let (stop, stopped) = watch::channel(false);
     let delivering = core.deliverer(config).spawn(stopped.clone());
     let running = tokio::spawn(workers.run(stopped));

@@ -2,11 +2,17 @@
 //! page, and a signed test webhook from the editors.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::NaiveDate;
+use rop_analysis::Analyzer;
 use rop_delivery::Verdict;
-use rop_domain::{CallId, ClaimedDelivery, DeliveryEvent, Webhook};
+use rop_domain::{
+    CallId, Checklist, ChecklistResult, ClaimedDelivery, DeliveryEvent, Table, TableResult,
+    Transcript, Webhook,
+};
 use rop_fetch::GuardedClient;
 use rop_web::{EngineStatus, Services};
 
@@ -16,13 +22,15 @@ pub struct EngineServices {
     config: Config,
     webhooks: GuardedClient,
     probe: reqwest::Client,
+    analyzer: Arc<Analyzer>,
 }
 
 impl EngineServices {
-    pub fn new(config: &Config, webhooks: GuardedClient) -> Self {
+    pub fn new(config: &Config, webhooks: GuardedClient, analyzer: Arc<Analyzer>) -> Self {
         Self {
             config: config.clone(),
             webhooks,
+            analyzer,
             probe: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
                 .build()
@@ -184,6 +192,29 @@ impl Services for EngineServices {
             )),
             _ => Err(format!("Не доставлен: {answer}{error}")),
         }
+    }
+
+    async fn try_checklist(
+        &self,
+        checklist: &Checklist,
+        transcript: &Transcript,
+    ) -> Result<ChecklistResult, String> {
+        self.analyzer
+            .checklist(checklist, transcript, chrono::Utc::now())
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn try_table(
+        &self,
+        table: &Table,
+        transcript: &Transcript,
+        call_date: Option<NaiveDate>,
+    ) -> Result<Option<TableResult>, String> {
+        self.analyzer
+            .table(table, transcript, call_date, chrono::Utc::now())
+            .await
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -170,12 +170,14 @@ pub(crate) async fn write_analysis(
         .execute(&mut **tx)
         .await
         .map_err(backend)?;
-        // A row per stage, so the dashboard counts failures in SQL.
+        // A row per stage, with the call's time and manager, so the
+        // dashboard counts failures in SQL without visiting the calls.
         for stage in &result.stages {
             sqlx::query(
-                "INSERT INTO stage_results
-                     (call_seq, checklist_id, stage_id, stage_name, status, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6)
+                "INSERT INTO stage_results (call_seq, checklist_id, stage_id, stage_name,
+                     status, created_at, occurred_at, manager_id)
+                 SELECT seq, $2, $3, $4, $5, $6, occurred_at, manager_id
+                 FROM calls WHERE seq = $1
                  ON CONFLICT DO NOTHING",
             )
             .bind(call_seq)

@@ -39,7 +39,13 @@
                   calls: { range: function (u, min, max) { return [0, Math.max(1, max)]; } },
                   pct: { range: [0, 100] } },
         axes: [
-          {},
+          { values: [
+            // [tick step, label, and on a new year, month, day …] (uPlot's format)
+            [3600 * 24 * 365, "{YYYY}", null, null, null, null, null, null, 1],
+            [3600 * 24 * 28, "{MMM}", "\n{YYYY}", null, null, null, null, null, 1],
+            [3600 * 24, "{D}.{MM}", "\n{YYYY}", null, null, null, null, null, 1],
+            [3600, "{H}:{mm}", "\n{D}.{MM}.{YYYY}", null, "\n{D}.{MM}", null, null, null, 1],
+          ] },
           { scale: "calls", label: "звонков" },
           { scale: "pct", side: 1, label: "%", grid: { show: false } },
         ],

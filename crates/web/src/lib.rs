@@ -25,8 +25,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use axum::routing::{get, post};
 use axum::{middleware, Router};
+use chrono::NaiveDate;
 use rop_blob::BlobStore;
-use rop_domain::{DeliveryEvent, Store, Webhook};
+use rop_domain::{
+    Checklist, ChecklistResult, DeliveryEvent, Store, Table, TableResult, Transcript, Webhook,
+};
 
 pub use error::PageError;
 pub use session::LoginLimits;
@@ -44,6 +47,21 @@ pub trait Services: Send + Sync + 'static {
         event: DeliveryEvent,
         body: String,
     ) -> Result<String, String>;
+    /// Scores `checklist` on a transcript without storing anything (the
+    /// editor's «try on a call»); the error is a line for the administrator.
+    async fn try_checklist(
+        &self,
+        checklist: &Checklist,
+        transcript: &Transcript,
+    ) -> Result<ChecklistResult, String>;
+    /// Fills `table` from a transcript without storing anything; `None`
+    /// when no language model is configured for it.
+    async fn try_table(
+        &self,
+        table: &Table,
+        transcript: &Transcript,
+        call_date: Option<NaiveDate>,
+    ) -> Result<Option<TableResult>, String>;
 }
 
 /// One engine as the Движки page shows it.
@@ -159,6 +177,10 @@ pub fn router(state: WebState) -> Router {
             post(pages::definitions::test_checklist_webhook),
         )
         .route(
+            "/settings/checklists/{id}/try",
+            post(pages::definitions::try_checklist),
+        )
+        .route(
             "/settings/tables",
             get(pages::definitions::tables).post(pages::definitions::save_table),
         )
@@ -171,6 +193,10 @@ pub fn router(state: WebState) -> Router {
         .route(
             "/settings/tables/{id}/test-webhook",
             post(pages::definitions::test_table_webhook),
+        )
+        .route(
+            "/settings/tables/{id}/try",
+            post(pages::definitions::try_table),
         )
         .route(
             "/settings/users",

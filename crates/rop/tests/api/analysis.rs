@@ -221,6 +221,43 @@ async fn checklists_and_tables_are_managed_through_the_api(backend: Backend) {
     );
     let gone = app.get("/api/v1/checklists/script").send().await.unwrap();
     assert_eq!(error_of(gone).await.0, 404);
+
+    // Every change, and only the changes, went to the audit log as made by
+    // the API key, the definitions without their webhook secrets.
+    let mut entries = app.store.audit_entries(None, 100).await.unwrap();
+    entries.reverse();
+    let generated_id = generated["checklist_id"].as_str().unwrap();
+    assert_eq!(
+        entries
+            .iter()
+            .map(|e| (e.actor.as_str(), e.action.as_str(), e.target.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            ("API", "checklist.create", "script"),
+            ("API", "checklist.create", generated_id),
+            ("API", "checklist.update", "script"),
+            ("API", "table.create", table_id.as_str()),
+            ("API", "table.delete", table_id.as_str()),
+            ("API", "checklist.delete", "script"),
+        ]
+    );
+    assert!(entries.iter().all(|e| !e.details.contains(SECRET)));
+    let details = |i: usize| serde_json::from_str::<Value>(&entries[i].details).unwrap();
+    assert_eq!(
+        details(0)["webhook"],
+        json!({"url": "https://crm.example.ru/hook", "secret": "***"})
+    );
+    assert_eq!(details(2)["name"], "Новый скрипт");
+    assert_eq!(
+        details(2)["webhook"],
+        json!({"url": "https://crm.example.ru/other", "secret": "***"}),
+        "the kept secret is masked too"
+    );
+    assert_eq!(
+        details(3)["columns"][2]["values"],
+        json!(["квартира", "дом"])
+    );
+    assert_eq!(entries[5].details, "");
 }
 
 pub fn stage<'a>(result: &'a Value, id: &str) -> &'a Value {

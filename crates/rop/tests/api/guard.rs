@@ -78,6 +78,46 @@ async fn private_networks_are_allowed_only_when_configured(backend: Backend) {
     assert_eq!(code, "forbidden_url", "link-local is never allowed");
 }
 
+/// An administrator allows an on-premise CRM in the connection settings
+/// (Настройки → Подключение, or the API): it takes effect at once.
+async fn private_networks_are_allowed_by_the_connection_settings(backend: Backend) {
+    let app = spawn_app_with(backend, |c| c.fetch_allow_loopback = false).await;
+    let app = &app;
+    let upload = |call_id: &'static str, link: &'static str| async move {
+        app.upload(&[
+            ("call_id", call_id),
+            ("manager_id", "m"),
+            ("audio_url", link),
+        ])
+        .await
+    };
+    let (_, code, _) = error_of(upload("lan-1", "http://10.255.255.1/a.wav").await).await;
+    assert_eq!(code, "forbidden_url");
+    let allow = |allowed: bool| {
+        app.put("/api/v1/settings/connection")
+            .json(&serde_json::json!({
+                "min_call_duration_secs": 0,
+                "manager_channel": 0,
+                "allow_private_networks": allowed,
+            }))
+            .send()
+    };
+    assert_eq!(allow(true).await.unwrap().status(), 200);
+    // The guard lets the link through now. What happens next depends on the
+    // network the tests run in: nothing answers (the call is accepted, to be
+    // downloaded later) or something does without audio (refused as such).
+    let passed = upload("lan-2", "http://10.255.255.1/a.wav").await;
+    if passed.status() != 200 {
+        let (_, code, _) = error_of(passed).await;
+        assert_ne!(code, "forbidden_url");
+    }
+    let (_, code, _) = error_of(upload("lan-3", "http://169.254.169.254/").await).await;
+    assert_eq!(code, "forbidden_url", "link-local is never allowed");
+    assert_eq!(allow(false).await.unwrap().status(), 200);
+    let (_, code, _) = error_of(upload("lan-4", "http://192.168.1.10/a.wav").await).await;
+    assert_eq!(code, "forbidden_url");
+}
+
 async fn redirects_to_forbidden_addresses_are_refused(backend: Backend) {
     // Loopback is allowed so that the test's file server can answer; the
     // redirect targets are not, and are refused before any connection.
@@ -127,5 +167,6 @@ async fn redirects_to_forbidden_addresses_are_refused(backend: Backend) {
 on_both_backends!(
     internal_addresses_are_refused_without_any_request,
     private_networks_are_allowed_only_when_configured,
+    private_networks_are_allowed_by_the_connection_settings,
     redirects_to_forbidden_addresses_are_refused,
 );

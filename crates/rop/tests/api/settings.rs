@@ -261,6 +261,35 @@ async fn connection_settings_round_trip_and_validate(backend: Backend) {
         saved,
         json!({"min_call_duration_secs": 20, "manager_channel": 1})
     );
+
+    // The change went to the audit log as made by the API key; saving the
+    // same values again and the refused requests changed nothing and left
+    // no entry.
+    assert_eq!(
+        put(json!({"min_call_duration_secs": 20, "manager_channel": 1}))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let entries = app.store.audit_entries(None, 100).await.unwrap();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(
+        (
+            entries[0].actor.as_str(),
+            entries[0].action.as_str(),
+            entries[0].target.as_str()
+        ),
+        ("API", "connection.update", "connection")
+    );
+    let details: serde_json::Value = serde_json::from_str(&entries[0].details).unwrap();
+    for (side, duration, channel) in [("before", 0, 0), ("after", 20, 1)] {
+        assert_eq!(
+            details[side]["min_call_duration_secs"], duration,
+            "{details}"
+        );
+        assert_eq!(details[side]["manager_channel"], channel, "{details}");
+    }
 }
 
 on_both_backends!(

@@ -363,9 +363,30 @@ async fn state_changes_need_the_session_token(backend: Backend) {
     );
     let audit = app.store.audit_entries(None, 10).await.unwrap();
     assert_eq!(audit.len(), 1);
+    assert!(!settings.allow_private_networks);
     assert_eq!(
         (audit[0].actor.as_str(), audit[0].action.as_str()),
         ("boss", "connection.update")
+    );
+
+    // The private-network allowance is a box on the same form.
+    let allowed = admin
+        .post(
+            "/settings/connection",
+            &[
+                ("min_call_duration_secs", "15"),
+                ("manager_channel", "1"),
+                ("allow_private_networks", "on"),
+            ],
+        )
+        .await;
+    assert_eq!(allowed.status(), 303);
+    assert!(
+        app.store
+            .connection_settings()
+            .await
+            .unwrap()
+            .allow_private_networks
     );
 
     // A bad value is refused with the reason, and nothing changes.
@@ -576,6 +597,53 @@ async fn the_editors_save_checked_definitions(backend: Backend) {
     let tables = app.store.tables().await.unwrap();
     assert_eq!(tables.len(), 1);
     assert_eq!(tables[0].columns[1].values, vec!["квартира", "дом", "офис"]);
+
+    // «Try on a call» scores the saved checklist without storing anything.
+    processed_call(
+        &app,
+        "tried",
+        "m1",
+        Utc::now(),
+        &["Добрый день, меня зовут Алексей", "Здравствуйте"],
+        None,
+    )
+    .await;
+    let tried = admin
+        .post("/settings/checklists/sales/try", &[("call_id", "tried")])
+        .await;
+    assert_eq!(tried.status(), 200);
+    let fragment = tried.text().await.unwrap();
+    assert!(
+        fragment.contains("Приветствие") && fragment.contains("выполнен"),
+        "{fragment}"
+    );
+    assert!(fragment.contains("не сохранён"));
+    let call = app
+        .store
+        .call(&rop_domain::CallId::parse("tried").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(call.checklists.is_empty() && call.deliveries.is_empty());
+    let untranscribed = admin
+        .post("/settings/checklists/sales/try", &[("call_id", "nope")])
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(untranscribed.contains("Звонка «nope» нет"));
+    // Tables need a language model; without one the preview says so.
+    let table_id = tables[0].table_id.as_str().to_owned();
+    let preview = admin
+        .post(
+            &format!("/settings/tables/{table_id}/try"),
+            &[("call_id", "tried")],
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(preview.contains("только языковая модель"), "{preview}");
 
     let audit = app.store.audit_entries(None, 10).await.unwrap();
     let actions: Vec<&str> = audit.iter().map(|e| e.action.as_str()).collect();

@@ -365,6 +365,42 @@ struct CardPage {
     deliveries: Vec<DeliveryView>,
 }
 
+pub(crate) fn stage_views(result: &rop_domain::ChecklistResult) -> Vec<StageView> {
+    result
+        .stages
+        .iter()
+        .map(|s| StageView {
+            name: s.stage_name.clone(),
+            done: s.status == rop_domain::StageStatus::Completed,
+            status: format::stage_status(s.status),
+            percentage: s.percentage,
+            weight: s.weight,
+            comment: s.comment.clone(),
+            quote: s.quote.clone(),
+            quote_start: s.quote_start,
+            quote_at: s.quote_start.map(clock).unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// A table's values as words: «да»/«нет», a dash for nothing.
+pub(crate) fn cells(result: &rop_domain::TableResult) -> Vec<(String, String)> {
+    result
+        .extracted_data
+        .iter()
+        .map(|(key, value)| {
+            let shown = match value {
+                serde_json::Value::Null => "—".to_owned(),
+                serde_json::Value::Bool(true) => "да".to_owned(),
+                serde_json::Value::Bool(false) => "нет".to_owned(),
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (key.clone(), shown)
+        })
+        .collect()
+}
+
 fn speaker(role: SpeakerRole) -> (&'static str, &'static str) {
     match role {
         SpeakerRole::Manager => ("Менеджер", "manager"),
@@ -406,21 +442,7 @@ fn card_view(state: &WebState, viewer: &Viewer, details: CallDetails, names: &Na
                 rop_domain::AnalysisEngine::Llm => "языковая модель",
                 rop_domain::AnalysisEngine::Rules => "правила по фразам",
             },
-            stages: c
-                .stages
-                .iter()
-                .map(|s| StageView {
-                    name: s.stage_name.clone(),
-                    done: s.status == rop_domain::StageStatus::Completed,
-                    status: format::stage_status(s.status),
-                    percentage: s.percentage,
-                    weight: s.weight,
-                    comment: s.comment.clone(),
-                    quote: s.quote.clone(),
-                    quote_start: s.quote_start,
-                    quote_at: s.quote_start.map(clock).unwrap_or_default(),
-                })
-                .collect(),
+            stages: stage_views(c),
         })
         .collect();
     let tables = details
@@ -428,20 +450,7 @@ fn card_view(state: &WebState, viewer: &Viewer, details: CallDetails, names: &Na
         .iter()
         .map(|t| TableView {
             name: t.table_name.clone(),
-            cells: t
-                .extracted_data
-                .iter()
-                .map(|(key, value)| {
-                    let shown = match value {
-                        serde_json::Value::Null => "—".to_owned(),
-                        serde_json::Value::Bool(true) => "да".to_owned(),
-                        serde_json::Value::Bool(false) => "нет".to_owned(),
-                        serde_json::Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    };
-                    (key.clone(), shown)
-                })
-                .collect(),
+            cells: cells(t),
         })
         .collect();
     let metrics = details

@@ -11,9 +11,12 @@ use axum::extract::{Path, State};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use chrono::Utc;
 use rop_domain::{
-    Checklist, Column, ColumnType, DeliveryEvent, Direction, EngineChoice, Filters,
-    InvalidDefinition, OfficeId, Stage, StoreError, Table, TableId, Webhook,
+    CallFilter, CallId, CallStatus, Checklist, Column, ColumnType, DeliveryEvent, Direction,
+    EngineChoice, Filters, InvalidDefinition, OfficeId, Stage, StoreError, Table, TableId,
+    Transcript, Webhook,
 };
+
+use rop_domain::audit::definition_details;
 
 use super::calls::encode;
 use super::{all_fields, audit, field, form_fields, render, Chrome};
@@ -228,17 +231,6 @@ fn common(
     ))
 }
 
-/// A definition as the audit log keeps it: the secret replaced by a mark.
-fn audited(value: impl serde::Serialize) -> String {
-    let mut json = serde_json::to_value(value).unwrap_or_default();
-    if let Some(webhook) = json.get_mut("webhook").and_then(|w| w.as_object_mut()) {
-        if webhook.contains_key("secret") {
-            webhook.insert("secret".into(), serde_json::Value::from("***"));
-        }
-    }
-    json.to_string()
-}
-
 #[derive(Template)]
 #[template(path = "settings/test_result.html")]
 struct TestResult {
@@ -297,6 +289,159 @@ async fn test_webhook(
     render(TestResult { ok, message })
 }
 
+async fn stored_checklist(state: &WebState, id: &str) -> Result<Checklist, PageError> {
+    state.store.checklist(id).await?.ok_or(PageError::NotFound)
+}
+
+async fn stored_table(state: &WebState, id: &str) -> Result<Table, PageError> {
+    state
+        .store
+        .table(&table_id(id)?)
+        .await?
+        .ok_or(PageError::NotFound)
+}
+
+// --- trying a definition on a call -----------------------------------------
+
+/// How many recent processed calls the «try on a call» list offers.
+const TRY_CALLS: u32 = 30;
+
+async fn recent_calls(state: &WebState) -> Result<Vec<(String, String)>, PageError> {
+    let page = state
+        .store
+        .list_calls(&CallFilter {
+            status: Some(CallStatus::Done),
+            limit: TRY_CALLS,
+            ..CallFilter::default()
+        })
+        .await?;
+    let names = super::Names::load(state).await?;
+    Ok(page
+        .calls
+        .iter()
+        .map(|c| {
+            let occurred = c.call_started_at.unwrap_or(c.received_at);
+            (
+                c.call_id.as_str().to_owned(),
+                format!(
+                    "{} · {} · {}",
+                    super::when(state, occurred),
+                    names.of(&c.manager_id),
+                    c.call_id.as_str()
+                ),
+            )
+        })
+        .collect())
+}
+
+/// The call the administrator chose, with its transcript.
+async fn chosen_transcript(
+    state: &WebState,
+    body: &[u8],
+) -> Result<Result<(rop_domain::Call, Transcript), String>, PageError> {
+    let fields = form_fields(body);
+    let raw = field(&fields, "call_id").trim();
+    let Ok(call_id) = CallId::try_from(raw.to_owned()) else {
+        return Ok(Err("Выберите звонок.".into()));
+    };
+    let Some(details) = state.store.call(&call_id).await? else {
+        return Ok(Err(format!("Звонка «{raw}» нет.")));
+    };
+    match details.transcript {
+        Some(transcript) => Ok(Ok((details.call, transcript))),
+        None => Ok(Err(format!(
+            "У звонка «{raw}» ещё нет расшифровки — выберите обработанный звонок."
+        ))),
+    }
+}
+
+const NOT_SAVED: &str = "Результат не сохранён и никуда не отправлен.";
+
+#[derive(Template)]
+#[template(path = "settings/try_result.html")]
+struct TryResult {
+    error: Option<String>,
+    title: String,
+    score: String,
+    stages: Vec<super::calls::StageView>,
+    cells: Vec<(String, String)>,
+    note: String,
+}
+
+impl TryResult {
+    fn failed(message: String) -> Self {
+        Self {
+            error: Some(message),
+            title: String::new(),
+            score: String::new(),
+            stages: Vec::new(),
+            cells: Vec::new(),
+            note: String::new(),
+        }
+    }
+}
+
+pub(crate) async fn try_checklist(
+    State(state): State<Arc<WebState>>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, PageError> {
+    viewer.require_admin()?;
+    let checklist = stored_checklist(&state, &id).await?;
+    let (call, transcript) = match chosen_transcript(&state, &body).await? {
+        Ok(found) => found,
+        Err(message) => return render(TryResult::failed(message)),
+    };
+    let result = match state.services.try_checklist(&checklist, &transcript).await {
+        Ok(result) => result,
+        Err(message) => return render(TryResult::failed(format!("Не удалось оценить: {message}"))),
+    };
+    render(TryResult {
+        error: None,
+        title: format!("«{}» на звонке {}", checklist.name, call.call_id.as_str()),
+        score: crate::format::percent(Some(result.completion_percentage)),
+        stages: super::calls::stage_views(&result),
+        cells: Vec::new(),
+        note: NOT_SAVED.into(),
+    })
+}
+
+pub(crate) async fn try_table(
+    State(state): State<Arc<WebState>>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, PageError> {
+    viewer.require_admin()?;
+    let table = stored_table(&state, &id).await?;
+    let (call, transcript) = match chosen_transcript(&state, &body).await? {
+        Ok(found) => found,
+        Err(message) => return render(TryResult::failed(message)),
+    };
+    let call_date = call.call_started_at.map(|t| {
+        t.with_timezone(&crate::format::zone(state.settings.utc_offset_secs))
+            .date_naive()
+    });
+    let result = match state.services.try_table(&table, &transcript, call_date).await {
+        Ok(Some(result)) => result,
+        Ok(None) => {
+            return render(TryResult::failed(
+                "Таблицы заполняет только языковая модель, а она не настроена (или для таблицы выбраны правила по фразам).".into(),
+            ))
+        }
+        Err(message) => return render(TryResult::failed(format!("Не удалось заполнить: {message}"))),
+    };
+    render(TryResult {
+        error: None,
+        title: format!("«{}» на звонке {}", table.name, call.call_id.as_str()),
+        score: String::new(),
+        stages: Vec::new(),
+        cells: super::calls::cells(&result),
+        note: NOT_SAVED.into(),
+    })
+}
+
 // --- checklists -------------------------------------------------------------
 
 pub(crate) struct StageForm {
@@ -321,6 +466,9 @@ struct ChecklistPage {
     common: CommonForm,
     stages: Vec<StageForm>,
     error: Option<String>,
+    /// Recent processed calls to try the saved checklist on: (id, label).
+    try_calls: Vec<(String, String)>,
+    try_action: String,
 }
 
 fn checklist_page(
@@ -361,6 +509,8 @@ fn checklist_page(
         common: CommonForm::of(c.active, c.engine, &c.webhook, &c.filters),
         stages,
         error,
+        try_calls: Vec::new(),
+        try_action: format!("/settings/checklists/{}/try", encode(original_id)),
     }
 }
 
@@ -389,12 +539,10 @@ pub(crate) async fn edit_checklist(
     Path(id): Path<String>,
 ) -> Result<Response, PageError> {
     viewer.require_admin()?;
-    let checklist = state
-        .store
-        .checklist(&id)
-        .await?
-        .ok_or(PageError::NotFound)?;
-    render(checklist_page(&viewer, &id, &checklist, None))
+    let checklist = stored_checklist(&state, &id).await?;
+    let mut page = checklist_page(&viewer, &id, &checklist, None);
+    page.try_calls = recent_calls(&state).await?;
+    render(page)
 }
 
 fn checklist_from_form(
@@ -519,7 +667,7 @@ pub(crate) async fn save_checklist(
             &viewer,
             "checklist.update",
             &checklist.checklist_id,
-            audited(&checklist),
+            definition_details(&checklist),
         )
         .await?;
     } else {
@@ -561,7 +709,7 @@ pub(crate) async fn save_checklist(
             &viewer,
             "checklist.create",
             &checklist.checklist_id,
-            audited(&checklist),
+            definition_details(&checklist),
         )
         .await?;
     }
@@ -591,11 +739,7 @@ pub(crate) async fn test_checklist_webhook(
     Path(id): Path<String>,
 ) -> Result<Response, PageError> {
     viewer.require_admin()?;
-    let checklist = state
-        .store
-        .checklist(&id)
-        .await?
-        .ok_or(PageError::NotFound)?;
+    let checklist = stored_checklist(&state, &id).await?;
     test_webhook(&state, &viewer, checklist.webhook, "checklist", &id).await
 }
 
@@ -621,6 +765,9 @@ struct TablePage {
     columns: Vec<ColumnForm>,
     kinds: Vec<(&'static str, &'static str)>,
     error: Option<String>,
+    /// Recent processed calls to preview the saved table on: (id, label).
+    try_calls: Vec<(String, String)>,
+    try_action: String,
 }
 
 const KINDS: [(&str, &str); 6] = [
@@ -679,6 +826,8 @@ fn table_page(viewer: &Viewer, original_id: &str, t: &Table, error: Option<Strin
         columns,
         kinds: KINDS.to_vec(),
         error,
+        try_calls: Vec::new(),
+        try_action: format!("/settings/tables/{}/try", encode(original_id)),
     }
 }
 
@@ -711,12 +860,10 @@ pub(crate) async fn edit_table(
     Path(id): Path<String>,
 ) -> Result<Response, PageError> {
     viewer.require_admin()?;
-    let table = state
-        .store
-        .table(&table_id(&id)?)
-        .await?
-        .ok_or(PageError::NotFound)?;
-    render(table_page(&viewer, &id, &table, None))
+    let table = stored_table(&state, &id).await?;
+    let mut page = table_page(&viewer, &id, &table, None);
+    page.try_calls = recent_calls(&state).await?;
+    render(page)
 }
 
 fn table_from_form(
@@ -833,7 +980,7 @@ pub(crate) async fn save_table(
             &viewer,
             "table.update",
             table.table_id.as_str(),
-            audited(&table),
+            definition_details(&table),
         )
         .await?;
     } else {
@@ -876,7 +1023,7 @@ pub(crate) async fn save_table(
             &viewer,
             "table.create",
             table.table_id.as_str(),
-            audited(&table),
+            definition_details(&table),
         )
         .await?;
     }
@@ -906,11 +1053,7 @@ pub(crate) async fn test_table_webhook(
     Path(id): Path<String>,
 ) -> Result<Response, PageError> {
     viewer.require_admin()?;
-    let table = state
-        .store
-        .table(&table_id(&id)?)
-        .await?
-        .ok_or(PageError::NotFound)?;
+    let table = stored_table(&state, &id).await?;
     test_webhook(&state, &viewer, table.webhook, "table", &id).await
 }
 
@@ -967,7 +1110,7 @@ mod tests {
         let webhook = webhook.unwrap();
         assert_eq!(webhook.url, "https://crm.example/new");
         assert_eq!(webhook.secret, "s3cret");
-        assert!(!audited(serde_json::json!({"webhook": webhook})).contains("s3cret"));
+        assert!(!definition_details(&serde_json::json!({"webhook": webhook})).contains("s3cret"));
     }
 
     #[test]

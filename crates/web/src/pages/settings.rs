@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use rop_domain::ConnectionSettings;
 use serde::Deserialize;
 
-use super::{audit, field, form_fields, render, Chrome};
+use super::{all_fields, audit, field, form_fields, render, Chrome};
 use crate::access::Viewer;
 use crate::error::PageError;
 use crate::format;
@@ -146,6 +146,13 @@ pub(crate) async fn save_connection(
             let settings = ConnectionSettings {
                 min_call_duration_secs: min,
                 manager_channel: channel,
+                // The box is disabled (and not sent) while the configuration
+                // allows private networks: keep what was stored.
+                allow_private_networks: if state.settings.fetch_allow_private {
+                    before.allow_private_networks
+                } else {
+                    !all_fields(&fields, "allow_private_networks").is_empty()
+                },
             };
             settings
                 .validate()
@@ -165,7 +172,7 @@ pub(crate) async fn save_connection(
             &viewer,
             "connection.update",
             "connection",
-            serde_json::json!({ "before": before, "after": settings }).to_string(),
+            rop_domain::audit::connection_details(&before, &settings),
         )
         .await?;
         tracing::info!(user = %viewer.user.username, ?settings, "connection settings changed");

@@ -262,6 +262,18 @@ await check("search finds a word form in transcripts", async () => {
   await shot(page, "08-calls-search");
 });
 
+await check("a checklist is tried on a processed call without saving", async () => {
+  const page = admin.page;
+  await page.goto(`${base}/settings/checklists/sales`);
+  await page.selectOption(".try select[name=call_id]", "call-m1");
+  await page.click(".try button[type=submit]");
+  await page.waitForSelector("#try-result .try-result");
+  const text = await page.textContent("#try-result");
+  assert.match(text, /Приветствие/);
+  assert.match(text, /не сохранён/);
+  await shot(page, "09-settings-try-checklist");
+});
+
 await check("the administrator's main pages", async () => {
   const page = admin.page;
   for (const [route, name] of [["/dashboard", "09-dashboard"], ["/calls", "10-calls"], ["/managers", "11-managers"],
