@@ -217,7 +217,7 @@ async fn connection_settings_round_trip_and_validate(backend: Backend) {
         .unwrap();
     assert_eq!(
         current,
-        json!({"min_call_duration_secs": 0, "manager_channel": 0})
+        json!({"min_call_duration_secs": 0, "manager_channel": 0, "allow_private_networks": false})
     );
     let put = |body: serde_json::Value| {
         app.client
@@ -259,7 +259,7 @@ async fn connection_settings_round_trip_and_validate(backend: Backend) {
         .unwrap();
     assert_eq!(
         saved,
-        json!({"min_call_duration_secs": 20, "manager_channel": 1})
+        json!({"min_call_duration_secs": 20, "manager_channel": 1, "allow_private_networks": false})
     );
 
     // The change went to the audit log as made by the API key; saving the
