@@ -236,6 +236,15 @@ async fn every_page_answers_each_role_as_specified(backend: Backend) {
         ("/settings/audit", ADMIN_ONLY),
     ];
     let anonymous = no_redirects();
+    let login = anonymous.get(app.url("/login")).send().await.unwrap();
+    let page = browsers[0].get("/dashboard").await;
+    for response in [&login, &page] {
+        let policy = response.headers()["content-security-policy"]
+            .to_str()
+            .unwrap();
+        assert!(policy.contains("default-src 'self'") && policy.contains("frame-ancestors 'none'"));
+        assert_eq!(response.headers()["x-frame-options"], "DENY");
+    }
     for (path, expected) in matrix {
         for (browser, want) in browsers.iter().zip(expected) {
             assert_eq!(browser.status(path).await, *want, "{path}");

@@ -104,6 +104,12 @@ async function session(username, password) {
   const page = await context.newPage();
   page.setDefaultTimeout(15000);
   const external = [];
+  // A script, style or frame the Content-Security-Policy blocked.
+  page.on("console", (message) => {
+    if (message.type() === "error" && /Content Security Policy/i.test(message.text())) {
+      external.push(`CSP: ${message.text()}`);
+    }
+  });
   page.on("request", (request) => {
     const url = request.url();
     if (!url.startsWith(base) && !url.startsWith("data:") && !url.startsWith("blob:")) external.push(url);
