@@ -272,7 +272,17 @@ async fn every_page_answers_each_role_as_specified(backend: Backend) {
                 ("role", "admin"),
             ],
         ),
+        (
+            "/settings/users/1",
+            &[("role", "manager"), ("manager_id", "m1")],
+        ),
         ("/settings/users/1/delete", &[]),
+        ("/settings/checklists/sales/delete", &[]),
+        ("/settings/checklists/sales/test-webhook", &[]),
+        ("/settings/checklists/sales/try", &[("call_id", "c1")]),
+        ("/settings/tables/TBL_1/delete", &[]),
+        ("/settings/tables/TBL_1/test-webhook", &[]),
+        ("/settings/tables/TBL_1/try", &[("call_id", "c1")]),
         ("/calls/c1/deliveries/d1/resend", &[]),
     ];
     for (path, form) in posts {
