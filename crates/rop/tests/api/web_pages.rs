@@ -566,6 +566,24 @@ async fn the_editors_save_checked_definitions(backend: Backend) {
         vec!["добрый день", "меня зовут"]
     );
     assert_eq!(stored.webhook.as_ref().unwrap().secret, "s3cret-value");
+    // A new checklist may not take an id in use.
+    let taken = admin
+        .post(
+            "/settings/checklists",
+            &[
+                ("checklist_id", "sales"),
+                ("name", "Другой"),
+                ("stage_name", "Этап"),
+            ],
+        )
+        .await;
+    assert_eq!(taken.status(), 400);
+    assert!(taken
+        .text()
+        .await
+        .unwrap()
+        .contains("чек-лист с таким id уже есть"));
+    assert_eq!(app.store.checklists().await.unwrap().len(), 1);
     // Editing with the secret left blank keeps it; the page never shows it.
     let page = admin
         .get("/settings/checklists/sales")

@@ -9,7 +9,7 @@ use askama::Template;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use rop_domain::{
     CallFilter, CallId, CallStatus, Checklist, Column, ColumnType, DeliveryEvent, Direction,
     EngineChoice, Filters, InvalidDefinition, OfficeId, Stage, StoreError, Table, TableId,
@@ -442,6 +442,141 @@ pub(crate) async fn try_table(
     })
 }
 
+// --- saving either kind ------------------------------------------------------
+
+/// What the two editors do alike with their definitions.
+trait Definition: serde::Serialize + Sync {
+    /// `checklist` or `table`: the audit actions' prefix.
+    const KIND: &'static str;
+    /// Generated ids are `<PREFIX>_<unix time>`.
+    const PREFIX: &'static str;
+    const TAKEN: &'static str;
+    fn id(&self) -> &str;
+    /// No id was given: one is generated.
+    fn id_unset(&self) -> bool;
+    fn set_generated_id(&mut self, id: &str);
+    fn unset_id(&mut self);
+    fn validate(&self) -> Result<(), InvalidDefinition>;
+    async fn insert(&self, state: &WebState, now: DateTime<Utc>) -> Result<(), StoreError>;
+    async fn update(&self, state: &WebState, now: DateTime<Utc>) -> Result<(), StoreError>;
+}
+
+impl Definition for Checklist {
+    const KIND: &'static str = "checklist";
+    const PREFIX: &'static str = "CHK";
+    const TAKEN: &'static str = "чек-лист с таким id уже есть";
+    fn id(&self) -> &str {
+        &self.checklist_id
+    }
+    fn id_unset(&self) -> bool {
+        self.checklist_id.is_empty()
+    }
+    fn set_generated_id(&mut self, id: &str) {
+        self.checklist_id = id.to_owned();
+    }
+    fn unset_id(&mut self) {
+        self.checklist_id.clear();
+    }
+    fn validate(&self) -> Result<(), InvalidDefinition> {
+        Checklist::validate(self)
+    }
+    async fn insert(&self, state: &WebState, now: DateTime<Utc>) -> Result<(), StoreError> {
+        state.store.insert_checklist(self, now).await
+    }
+    async fn update(&self, state: &WebState, now: DateTime<Utc>) -> Result<(), StoreError> {
+        state.store.update_checklist(self, now).await
+    }
+}
+
+impl Definition for Table {
+    const KIND: &'static str = "table";
+    const PREFIX: &'static str = "TBL";
+    const TAKEN: &'static str = "таблица с таким id уже есть";
+    fn id(&self) -> &str {
+        self.table_id.as_str()
+    }
+    fn id_unset(&self) -> bool {
+        self.table_id.as_str() == rop_domain::analysis::UNSET_TABLE_ID
+    }
+    fn set_generated_id(&mut self, id: &str) {
+        self.table_id = TableId::parse(id).expect("generated ids are valid");
+    }
+    fn unset_id(&mut self) {
+        self.table_id = unset_table_id();
+    }
+    fn validate(&self) -> Result<(), InvalidDefinition> {
+        Table::validate(self)
+    }
+    async fn insert(&self, state: &WebState, now: DateTime<Utc>) -> Result<(), StoreError> {
+        state.store.insert_table(self, now).await
+    }
+    async fn update(&self, state: &WebState, now: DateTime<Utc>) -> Result<(), StoreError> {
+        state.store.update_table(self, now).await
+    }
+}
+
+/// Validates and stores a definition, new or edited, and notes it in the
+/// audit log. A new one without an id gets `<PREFIX>_<unix time>`, moving
+/// to a later second while that id is taken. `Ok(Err(_))`: refused, with
+/// the field to show the administrator.
+async fn store_definition<D: Definition>(
+    state: &WebState,
+    viewer: &Viewer,
+    definition: &mut D,
+    is_new: bool,
+) -> Result<Result<(), InvalidDefinition>, PageError> {
+    let now = Utc::now();
+    if !is_new {
+        if let Err(error) = definition.validate() {
+            return Ok(Err(error));
+        }
+        definition.update(state, now).await?;
+        audit(
+            state,
+            viewer,
+            &format!("{}.update", D::KIND),
+            definition.id(),
+            definition_details(definition),
+        )
+        .await?;
+        return Ok(Ok(()));
+    }
+    let generated = definition.id_unset();
+    for offset in 0..ID_ATTEMPTS {
+        if generated {
+            definition.set_generated_id(&format!("{}_{}", D::PREFIX, now.timestamp() + offset));
+        }
+        if let Err(error) = definition.validate() {
+            if generated {
+                definition.unset_id();
+            }
+            return Ok(Err(error));
+        }
+        match definition.insert(state, now).await {
+            Ok(()) => {
+                audit(
+                    state,
+                    viewer,
+                    &format!("{}.create", D::KIND),
+                    definition.id(),
+                    definition_details(definition),
+                )
+                .await?;
+                return Ok(Ok(()));
+            }
+            Err(StoreError::Duplicate) if generated => continue,
+            Err(StoreError::Duplicate) => {
+                return Ok(Err(InvalidDefinition {
+                    field: format!("{}_id", D::KIND),
+                    message: D::TAKEN.into(),
+                }))
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(PageError::Internal(format!("no free {} id", D::KIND)))
+}
+
 // --- checklists -------------------------------------------------------------
 
 pub(crate) struct StageForm {
@@ -642,7 +777,7 @@ pub(crate) async fn save_checklist(
         checklist.checklist_id = original_id.clone();
     }
     let refuse = |checklist: &Checklist, error: &InvalidDefinition| {
-        let mut page = checklist_page(
+        let page = checklist_page(
             &viewer,
             &original_id,
             checklist,
@@ -650,68 +785,13 @@ pub(crate) async fn save_checklist(
         )
         .render()
         .map_err(PageError::from)?;
-        page.shrink_to_fit();
         Ok::<_, PageError>((axum::http::StatusCode::BAD_REQUEST, Html(page)).into_response())
     };
     if let Err(error) = &parsed {
         return refuse(&checklist, error);
     }
-    let now = Utc::now();
-    if stored.is_some() {
-        if let Err(error) = checklist.validate() {
-            return refuse(&checklist, &error);
-        }
-        state.store.update_checklist(&checklist, now).await?;
-        audit(
-            &state,
-            &viewer,
-            "checklist.update",
-            &checklist.checklist_id,
-            definition_details(&checklist),
-        )
-        .await?;
-    } else {
-        let generated = checklist.checklist_id.is_empty();
-        let mut saved = false;
-        for offset in 0..ID_ATTEMPTS {
-            if generated {
-                checklist.checklist_id = format!("CHK_{}", now.timestamp() + offset);
-            }
-            if let Err(error) = checklist.validate() {
-                if generated {
-                    checklist.checklist_id.clear();
-                }
-                return refuse(&checklist, &error);
-            }
-            match state.store.insert_checklist(&checklist, now).await {
-                Ok(()) => {
-                    saved = true;
-                    break;
-                }
-                Err(StoreError::Duplicate) if generated => continue,
-                Err(StoreError::Duplicate) => {
-                    return refuse(
-                        &checklist,
-                        &InvalidDefinition {
-                            field: "checklist_id".into(),
-                            message: "чек-лист с таким id уже есть".into(),
-                        },
-                    )
-                }
-                Err(error) => return Err(error.into()),
-            }
-        }
-        if !saved {
-            return Err(PageError::Internal("no free checklist id".into()));
-        }
-        audit(
-            &state,
-            &viewer,
-            "checklist.create",
-            &checklist.checklist_id,
-            definition_details(&checklist),
-        )
-        .await?;
+    if let Err(error) = store_definition(&state, &viewer, &mut checklist, stored.is_none()).await? {
+        return refuse(&checklist, &error);
     }
     Ok(Redirect::to(&format!(
         "/settings/checklists/{}",
@@ -969,63 +1049,8 @@ pub(crate) async fn save_table(
     if let Err(error) = &parsed {
         return refuse(&table, error);
     }
-    let now = Utc::now();
-    if stored.is_some() {
-        if let Err(error) = table.validate() {
-            return refuse(&table, &error);
-        }
-        state.store.update_table(&table, now).await?;
-        audit(
-            &state,
-            &viewer,
-            "table.update",
-            table.table_id.as_str(),
-            definition_details(&table),
-        )
-        .await?;
-    } else {
-        let generated = table.table_id.as_str() == rop_domain::analysis::UNSET_TABLE_ID;
-        let mut saved = false;
-        for offset in 0..ID_ATTEMPTS {
-            if generated {
-                table.table_id = TableId::parse(&format!("TBL_{}", now.timestamp() + offset))
-                    .expect("generated ids are valid");
-            }
-            if let Err(error) = table.validate() {
-                if generated {
-                    table.table_id = unset_table_id();
-                }
-                return refuse(&table, &error);
-            }
-            match state.store.insert_table(&table, now).await {
-                Ok(()) => {
-                    saved = true;
-                    break;
-                }
-                Err(StoreError::Duplicate) if generated => continue,
-                Err(StoreError::Duplicate) => {
-                    return refuse(
-                        &table,
-                        &InvalidDefinition {
-                            field: "table_id".into(),
-                            message: "таблица с таким id уже есть".into(),
-                        },
-                    )
-                }
-                Err(error) => return Err(error.into()),
-            }
-        }
-        if !saved {
-            return Err(PageError::Internal("no free table id".into()));
-        }
-        audit(
-            &state,
-            &viewer,
-            "table.create",
-            table.table_id.as_str(),
-            definition_details(&table),
-        )
-        .await?;
+    if let Err(error) = store_definition(&state, &viewer, &mut table, stored.is_none()).await? {
+        return refuse(&table, &error);
     }
     Ok(Redirect::to(&format!(
         "/settings/tables/{}",
