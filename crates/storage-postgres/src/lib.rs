@@ -48,8 +48,15 @@ pub struct PostgresStore {
 
 impl PostgresStore {
     pub async fn connect(url: &str) -> StoreResult<Self> {
+        // No idle timeout or lifetime, so sqlx starts no maintenance task:
+        // that task can spin at full CPU while a runtime shuts down with the
+        // pool still referenced (its sleep returns at once). A connection the
+        // server dropped is found by the check before each acquire instead.
         let pool = PgPoolOptions::new()
             .max_connections(16)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .test_before_acquire(true)
             .connect(url)
             .await
             .map_err(backend)?;

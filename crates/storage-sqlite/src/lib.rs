@@ -64,8 +64,14 @@ impl SqliteStore {
             // rather than in a temporary file created per batch.
             .pragma("temp_store", "memory")
             .busy_timeout(Duration::from_secs(10));
+        // No idle timeout or lifetime: a file needs no recycled connections,
+        // and without them sqlx starts no maintenance task. That task can
+        // spin at full CPU while a runtime shuts down with the pool still
+        // referenced (its sleep returns at once), which hung a test run.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
             .connect_with(
                 options
                     .clone()
@@ -75,6 +81,8 @@ impl SqliteStore {
             .map_err(backend)?;
         let reader = SqlitePoolOptions::new()
             .max_connections(8)
+            .idle_timeout(None)
+            .max_lifetime(None)
             .connect_with(options.read_only(true))
             .await
             .map_err(backend)?;
