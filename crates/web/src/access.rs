@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use rop_domain::{Call, ManagerId, Office, Role, Session, User};
+use rop_domain::{Call, ManagerId, Office, OfficeId, Role, Session, User};
 
 use crate::error::PageError;
 use crate::WebState;
@@ -24,15 +24,16 @@ pub(crate) struct Viewer {
     pub user: User,
     pub csrf: String,
     pub scope: Scope,
-    /// Offices a leader leads; every office for an administrator.
-    pub offices: Vec<Office>,
+    /// The offices a leader leads (empty for other roles: an administrator
+    /// sees every office, read when a page needs them).
+    led_offices: Vec<Office>,
 }
 
 impl Viewer {
     pub(crate) async fn of(state: &WebState, session: Session) -> Result<Self, PageError> {
         let user = session.user;
-        let (scope, offices) = match user.role {
-            Role::Admin => (Scope::Everyone, state.store.offices().await?),
+        let (scope, led_offices) = match user.role {
+            Role::Admin => (Scope::Everyone, Vec::new()),
             Role::Leader => {
                 let led: Vec<Office> = match &user.manager_id {
                     Some(me) => state
@@ -61,7 +62,7 @@ impl Viewer {
             user,
             csrf: session.csrf_token,
             scope,
-            offices,
+            led_offices,
         })
     }
 
@@ -102,8 +103,18 @@ impl Viewer {
         }
     }
 
-    pub fn sees_office(&self, office: &Office) -> bool {
-        self.is_admin() || self.offices.iter().any(|o| o.office_id == office.office_id)
+    pub fn sees_office(&self, office: &OfficeId) -> bool {
+        self.is_admin() || self.led_offices.iter().any(|o| &o.office_id == office)
+    }
+
+    /// Every office for an administrator, the led ones for a leader, none
+    /// for a manager.
+    pub async fn visible_offices(&self, state: &WebState) -> Result<Vec<Office>, PageError> {
+        if self.is_admin() {
+            Ok(state.store.offices().await?)
+        } else {
+            Ok(self.led_offices.clone())
+        }
     }
 
     /// The managers filter for the store: `None` for everyone.

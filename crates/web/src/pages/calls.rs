@@ -244,7 +244,8 @@ pub(crate) async fn list(
         .collect();
     manager_choices.sort_by(|a, b| a.label.cmp(&b.label));
     let offices = viewer
-        .offices
+        .visible_offices(&state)
+        .await?
         .iter()
         .map(|o| Choice {
             value: o.office_id.as_str().to_owned(),

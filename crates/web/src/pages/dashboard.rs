@@ -246,7 +246,7 @@ pub(crate) async fn page(
     let offices = figures
         .offices
         .iter()
-        .filter(|o| viewer.is_admin() || viewer.offices.iter().any(|v| v.office_id == o.office_id))
+        .filter(|o| viewer.sees_office(&o.office_id))
         .map(|o| Ranked {
             href: format!("/offices/{}?{link}", o.office_id.as_str()),
             name: o

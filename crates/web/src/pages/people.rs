@@ -101,7 +101,7 @@ pub(crate) async fn offices(
     let mut rows: Vec<Ranked> = figures
         .offices
         .iter()
-        .filter(|o| viewer.offices.iter().any(|v| v.office_id == o.office_id))
+        .filter(|o| viewer.sees_office(&o.office_id))
         .map(|o| {
             ranked(
                 format!("/offices/{}?{link}", o.office_id.as_str()),
@@ -112,7 +112,7 @@ pub(crate) async fn offices(
             )
         })
         .collect();
-    for office in &viewer.offices {
+    for office in &viewer.visible_offices(&state).await? {
         if !figures
             .offices
             .iter()
@@ -208,7 +208,7 @@ pub(crate) async fn office(
         .store
         .office(&office_id)
         .await?
-        .filter(|o| viewer.sees_office(o))
+        .filter(|o| viewer.sees_office(&o.office_id))
         .ok_or(PageError::NotFound)?;
     let offset = state.settings.utc_offset_secs;
     let period = Period::parse(&query, offset)?;
