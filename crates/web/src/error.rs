@@ -54,19 +54,18 @@ impl IntoResponse for PageError {
                 )
             }
         };
-        let body = format!(
-            "<!doctype html><html lang=\"ru\"><head><meta charset=\"utf-8\"><title>{title} — Цифровой РОП</title>\
-             <link rel=\"stylesheet\" href=\"/assets/app.css\"></head><body class=\"bare\"><main class=\"notice\">\
-             <h1>{title}</h1><p>{}</p><p><a href=\"/\">На главную</a></p></main></body></html>",
-            escape(&text)
-        );
-        (status, Html(body)).into_response()
+        let page = ErrorPage { title, text: &text };
+        match askama::Template::render(&page) {
+            Ok(body) => (status, Html(body)).into_response(),
+            // The page is static text; without it the status still tells.
+            Err(_) => (status, title).into_response(),
+        }
     }
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+#[derive(askama::Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    title: &'a str,
+    text: &'a str,
 }
