@@ -71,6 +71,8 @@ pub(crate) struct Choice {
 struct CallsPage {
     chrome: Chrome,
     rows: Vec<Row>,
+    /// Some call on the page is still being processed.
+    live_rows: bool,
     q: String,
     from: String,
     to: String,
@@ -132,6 +134,10 @@ pub(crate) fn row(call: &rop_domain::Call, names: &Names, state: &WebState) -> R
         moving: format::in_progress(call.status),
         score: percent(call.completion_percentage),
     }
+}
+
+pub(crate) fn any_moving(rows: &[Row]) -> bool {
+    rows.iter().any(|r| r.moving)
 }
 
 /// Percent-encodes a path segment (CRM ids may hold any printable character).
@@ -197,7 +203,7 @@ pub(crate) async fn list(
     let page = state.store.list_calls(&filter).await?;
     let managers = state.store.managers().await?;
     let names = Names::from(managers.clone());
-    let rows = page.calls.iter().map(|c| row(c, &names, &state)).collect();
+    let rows: Vec<Row> = page.calls.iter().map(|c| row(c, &names, &state)).collect();
     let filtered = filter.from.is_some()
         || filter.manager_id.is_some()
         || filter.office_id.is_some()
@@ -259,6 +265,7 @@ pub(crate) async fn list(
     let crm_hint = !filtered && page.calls.is_empty();
     render(CallsPage {
         chrome: Chrome::new(&viewer, "calls"),
+        live_rows: any_moving(&rows),
         rows,
         q: query.q,
         from: query.from,
@@ -645,38 +652,28 @@ pub(crate) async fn card_page(
 #[template(path = "progress.html")]
 struct Progress {
     path_id: String,
-    card: bool,
     status: String,
     status_class: &'static str,
     moving: bool,
 }
 
-#[derive(Debug, Default, Deserialize)]
-pub(crate) struct ProgressQuery {
-    #[serde(default)]
-    card: Option<u8>,
-}
-
-/// The status badge of a call, polled by the list and the card while the
-/// call moves; when it stops moving on the card, the whole card reloads.
+/// The status badge of the call card, polled while the call moves; when it
+/// stops moving, the whole card reloads to show the results.
 pub(crate) async fn progress(
     State(state): State<Arc<WebState>>,
     viewer: Viewer,
     Path(call_id): Path<String>,
-    Query(query): Query<ProgressQuery>,
 ) -> Result<Response, PageError> {
     let details = visible_call(&state, &viewer, call_id).await?;
     let call = &details.call;
-    let card = query.card.is_some();
     let moving = format::in_progress(call.status);
     let mut response = render(Progress {
         path_id: encode(call.call_id.as_str()),
-        card,
         status: format::call_status(call.status).to_owned(),
         status_class: status_class(call.status),
         moving,
     })?;
-    if !moving && card {
+    if !moving {
         response
             .headers_mut()
             .insert("hx-refresh", HeaderValue::from_static("true"));

@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use rop_domain::{CallFilter, ManagerId, OfficeId, Totals};
 
-use super::calls::{row, Row};
+use super::calls::{any_moving, row, Row};
 use super::dashboard::{failed_stages, trend_json, FailedStage, Period, PeriodQuery, Ranked};
 use super::{render, Chrome, Names};
 use crate::access::Viewer;
@@ -152,6 +152,8 @@ struct PersonPage {
     managers: Vec<Ranked>,
     failed: Vec<FailedStage>,
     recent: Vec<Row>,
+    /// Some of the recent calls are still being processed.
+    live_rows: bool,
 }
 
 pub(crate) async fn manager(
@@ -180,7 +182,10 @@ pub(crate) async fn manager(
             ..CallFilter::default()
         })
         .await?
-        .calls;
+        .calls
+        .iter()
+        .map(|c| row(c, &names, &state))
+        .collect::<Vec<_>>();
     render(PersonPage {
         chrome: Chrome::new(&viewer, "managers"),
         title: names.of(&manager_id),
@@ -191,7 +196,8 @@ pub(crate) async fn manager(
         trend: trend_json(&figures, &period, offset),
         managers: Vec::new(),
         failed: failed_stages(&figures),
-        recent: recent.iter().map(|c| row(c, &names, &state)).collect(),
+        live_rows: any_moving(&recent),
+        recent,
         period,
     })
 }
@@ -252,7 +258,10 @@ pub(crate) async fn office(
             ..CallFilter::default()
         })
         .await?
-        .calls;
+        .calls
+        .iter()
+        .map(|c| row(c, &names, &state))
+        .collect::<Vec<_>>();
     render(PersonPage {
         chrome: Chrome::new(&viewer, "offices"),
         title: office
@@ -266,7 +275,8 @@ pub(crate) async fn office(
         trend: trend_json(&figures, &period, offset),
         managers,
         failed: failed_stages(&figures),
-        recent: recent.iter().map(|c| row(c, &names, &state)).collect(),
+        live_rows: any_moving(&recent),
+        recent,
         period,
     })
 }
