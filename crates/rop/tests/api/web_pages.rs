@@ -698,54 +698,28 @@ async fn users_are_managed_in_the_interface(backend: Backend) {
     let app = spawn_app(backend).await;
     add_user(&app, "boss", Role::Admin, None).await;
     let admin = login(&app, "boss").await;
-    let short = admin
-        .post(
-            "/settings/users",
-            &[
-                ("username", "anna"),
-                ("password", "short"),
-                ("role", "manager"),
-                ("manager_id", "m1"),
-            ],
-        )
-        .await;
-    assert_eq!(short.status(), 400);
-    let no_crm_id = admin
-        .post(
-            "/settings/users",
-            &[
-                ("username", "anna"),
-                ("password", "long enough"),
-                ("role", "manager"),
-                ("manager_id", ""),
-            ],
-        )
-        .await;
-    assert_eq!(no_crm_id.status(), 400);
-    let created = admin
-        .post(
-            "/settings/users",
-            &[
-                ("username", "anna"),
-                ("password", "long enough"),
-                ("role", "manager"),
-                ("manager_id", "m1"),
-            ],
-        )
-        .await;
-    assert_eq!(created.status(), 303);
-    let duplicate = admin
-        .post(
-            "/settings/users",
-            &[
-                ("username", "anna"),
-                ("password", "long enough"),
-                ("role", "manager"),
-                ("manager_id", "m1"),
-            ],
-        )
-        .await;
-    assert_eq!(duplicate.status(), 400);
+    // The new-user form: (password, CRM id) → status.
+    let create = |password: &'static str, manager_id: &'static str| {
+        let admin = &admin;
+        async move {
+            admin
+                .post(
+                    "/settings/users",
+                    &[
+                        ("username", "anna"),
+                        ("password", password),
+                        ("role", "manager"),
+                        ("manager_id", manager_id),
+                    ],
+                )
+                .await
+                .status()
+        }
+    };
+    assert_eq!(create("short", "m1").await, 400, "short password");
+    assert_eq!(create("long enough", "").await, 400, "no CRM id");
+    assert_eq!(create("long enough", "m1").await, 303, "created");
+    assert_eq!(create("long enough", "m1").await, 400, "duplicate");
     let anna = app.store.user_credentials("anna").await.unwrap().unwrap();
     assert!(rop_web::password::verify(
         "long enough",
