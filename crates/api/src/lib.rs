@@ -6,6 +6,7 @@ mod cache;
 mod calls;
 mod definitions;
 mod error;
+mod integrations;
 mod ops;
 mod settings;
 mod tables;
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{any, delete, get, post, put};
 use axum::{middleware, Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use rop_blob::BlobStore;
@@ -56,6 +57,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// In-memory copies of keys and settings; `Caches::default()`.
     pub caches: Caches,
+    /// Telephony and CRM integrations.
+    pub integrations: rop_integrations::Integrations,
 }
 
 impl AppState {
@@ -118,6 +121,17 @@ impl AppState {
         settings::get_connection,
         settings::put_connection,
         tables::call_ready,
+        integrations::get_zadarma,
+        integrations::put_zadarma,
+        integrations::check_zadarma,
+        integrations::load_zadarma_pbx,
+        integrations::put_zadarma_extensions,
+        integrations::zadarma_callback,
+        integrations::zadarma_webrtc_key,
+        integrations::telephony_journal,
+        integrations::list_clients,
+        integrations::upsert_clients,
+        integrations::delete_client,
         openapi_json,
         ops::healthz,
         ops::readyz,
@@ -219,6 +233,36 @@ pub fn router(state: AppState, pages: Router) -> Router {
                 .put(definitions::put_table)
                 .delete(definitions::delete_table),
         )
+        .route(
+            "/integrations/zadarma",
+            get(integrations::get_zadarma).put(integrations::put_zadarma),
+        )
+        .route(
+            "/integrations/zadarma/check",
+            post(integrations::check_zadarma),
+        )
+        .route(
+            "/integrations/zadarma/pbx",
+            post(integrations::load_zadarma_pbx),
+        )
+        .route(
+            "/integrations/zadarma/extensions",
+            put(integrations::put_zadarma_extensions),
+        )
+        .route(
+            "/integrations/zadarma/callback",
+            post(integrations::zadarma_callback),
+        )
+        .route(
+            "/integrations/zadarma/webrtc-key",
+            get(integrations::zadarma_webrtc_key),
+        )
+        .route("/telephony/calls", get(integrations::telephony_journal))
+        .route(
+            "/clients",
+            get(integrations::list_clients).post(integrations::upsert_clients),
+        )
+        .route("/clients/{phone}", delete(integrations::delete_client))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_api_key,
@@ -228,6 +272,12 @@ pub fn router(state: AppState, pages: Router) -> Router {
         .merge(protected);
     Router::new()
         .nest("/api/v1", api)
+        // Zadarma authenticates by its signature, not our key (§8).
+        .route(
+            "/exec/Zadarma.notify",
+            any(integrations::zadarma_notify)
+                .layer(DefaultBodyLimit::max(integrations::NOTIFY_BODY_LIMIT)),
+        )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics_text))

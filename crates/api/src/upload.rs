@@ -172,11 +172,7 @@ async fn accept_upload(state: &AppState, request: Request) -> Result<UploadRespo
     }
 
     let mut events = vec![NewCallEvent::info(now, "upload", "Звонок принят")];
-    let min = f64::from(settings.min_call_duration_secs);
-    let skip_reason = upload
-        .declared_duration_secs
-        .filter(|&declared| declared < min)
-        .map(|declared| format!("Звонок короче минимальной длительности: {declared} с < {min} с"));
+    let skip_reason = settings.skip_reason(upload.declared_duration_secs);
 
     let source = match upload.audio {
         UploadAudio::Url(url) => {

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod call;
 pub mod delivery;
 pub mod id;
+pub mod integrations;
 pub mod jobs;
 pub mod keys;
 pub mod people;
@@ -34,6 +35,10 @@ pub use delivery::{
     DeliveryState, NewDelivery,
 };
 pub use id::{CallId, InvalidId, ManagerId, OfficeId, TableId, MAX_ID_CHARS};
+pub use integrations::{
+    normalize_phone, ClaimedTask, Client, ClientUpdate, NewTask, TaskOutcome, TaskRecord,
+    TaskState, TelephonyCall, TelephonyFilter, TelephonyUpdate,
+};
 pub use jobs::{ClaimedJob, JobKind, JobOutcome, JobRecord, JobState, NewJob, StepOutput};
 pub use keys::{ApiKey, ApiSecret};
 pub use people::{Manager, ManagerUpdate, Office, OfficeUpdate, UpsertCounts};

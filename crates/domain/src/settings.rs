@@ -27,4 +27,14 @@ impl ConnectionSettings {
         }
         Ok(())
     }
+
+    /// Why a call this long is stored as skipped instead of processed.
+    pub fn skip_reason(&self, declared_duration_secs: Option<f64>) -> Option<String> {
+        let min = f64::from(self.min_call_duration_secs);
+        declared_duration_secs
+            .filter(|&declared| declared < min)
+            .map(|declared| {
+                format!("Звонок короче минимальной длительности: {declared} с < {min} с")
+            })
+    }
 }

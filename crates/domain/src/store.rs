@@ -9,6 +9,10 @@ use crate::audit::{AuditEntry, NewAuditEntry};
 use crate::call::{CallDetails, CallFilter, CallPage, DeletedCall, NewCall, NewCallEvent};
 use crate::delivery::{ClaimedDelivery, DeliveryAttempt, DeliveryOutcome};
 use crate::id::{CallId, ManagerId, OfficeId, TableId};
+use crate::integrations::{
+    ClaimedTask, Client, ClientUpdate, NewTask, TaskOutcome, TaskRecord, TelephonyCall,
+    TelephonyFilter, TelephonyUpdate,
+};
 use crate::jobs::{ClaimedJob, JobKind, JobOutcome, NewJob};
 use crate::keys::{ApiKey, ApiSecret};
 use crate::people::{Manager, ManagerUpdate, Office, OfficeUpdate, UpsertCounts};
@@ -256,4 +260,82 @@ pub trait Store: Send + Sync + 'static {
     /// Every office with its people, by id.
     async fn offices(&self) -> StoreResult<Vec<Office>>;
     async fn dashboard(&self, query: &StatsQuery) -> StoreResult<Dashboard>;
+
+    // --- integrations ----------------------------------------------------
+
+    /// A stored settings value (JSON) by key, e.g. `setting_keys::ZADARMA`.
+    async fn setting(&self, key: &str) -> StoreResult<Option<String>>;
+    async fn save_setting(&self, key: &str, value: &str) -> StoreResult<()>;
+    /// Replaces the value only if it is still `expected` (`None`: absent);
+    /// returns whether it did. For single-use OAuth refresh tokens, where
+    /// two processes must not both spend the same one.
+    async fn swap_setting(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        value: &str,
+    ) -> StoreResult<bool>;
+
+    /// Adds or replaces clients by phone; `None` fields replace too.
+    async fn upsert_clients(
+        &self,
+        clients: &[ClientUpdate],
+        now: DateTime<Utc>,
+    ) -> StoreResult<UpsertCounts>;
+    /// The client with this normalized phone.
+    async fn client_by_phone(&self, phone: &str) -> StoreResult<Option<Client>>;
+    /// Clients by phone, those whose phone or name contains `search`
+    /// (case-insensitive) when given, at most `limit` after `offset`.
+    async fn clients(
+        &self,
+        search: Option<&str>,
+        offset: u32,
+        limit: u32,
+    ) -> StoreResult<Vec<Client>>;
+    async fn delete_client(&self, phone: &str) -> StoreResult<bool>;
+
+    /// Creates or merges the journal row of `update.pbx_call_id`: fields
+    /// given replace the stored ones, `None` fields keep them; direction and
+    /// start time are set by the first notification only.
+    async fn record_telephony(&self, update: &TelephonyUpdate) -> StoreResult<()>;
+    async fn telephony_call(&self, pbx_call_id: &str) -> StoreResult<Option<TelephonyCall>>;
+    /// Newest first.
+    async fn telephony_calls(&self, filter: &TelephonyFilter) -> StoreResult<Vec<TelephonyCall>>;
+
+    /// Queues a task unless one of the same kind and key exists; returns
+    /// whether it was queued. When the existing one is still queued, it
+    /// becomes due at the earlier of the two times.
+    async fn enqueue_task(&self, task: &NewTask, now: DateTime<Utc>) -> StoreResult<bool>;
+    /// Leases the next due task of one of `kinds` (all kinds when empty):
+    /// a queued one whose time has come or a running one whose lease ran
+    /// out with attempts left. A running one whose lease ran out on its last
+    /// attempt is marked failed instead.
+    async fn claim_task(
+        &self,
+        worker: &str,
+        kinds: &[&str],
+        lease_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<ClaimedTask>>;
+    /// Saves a running task's progress and extends its lease; `false` when
+    /// the worker no longer holds it (it was cancelled or re-leased).
+    async fn save_task_progress(
+        &self,
+        task: &ClaimedTask,
+        payload: &str,
+        lease_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// `false` (nothing changed) when the worker no longer holds the lease.
+    async fn finish_task(
+        &self,
+        task: &ClaimedTask,
+        outcome: &TaskOutcome,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Cancels a queued or running task; `false` when it is already over.
+    async fn cancel_task(&self, id: i64, now: DateTime<Utc>) -> StoreResult<bool>;
+    /// Tasks of one kind, newest first.
+    async fn tasks(&self, kind: &str, limit: u32) -> StoreResult<Vec<TaskRecord>>;
+    async fn task(&self, id: i64) -> StoreResult<Option<TaskRecord>>;
 }

@@ -2,5 +2,55 @@
 //! telephony and CRMs, each behind its own module. Every request goes out
 //! through the SSRF guard; every fact about the outside APIs comes from
 //! integrations.md.
+//!
+//! The flow is one way: an integration turns what the outside system tells
+//! it (a notification, an exported page) into journal rows, clients and
+//! durable tasks, and a task finally hands a recording to the pipeline as an
+//! ordinary call (`intake`). Nothing here touches the pipeline's steps.
 
+mod intake;
+pub mod tasks;
 pub mod zadarma;
+
+use std::sync::Arc;
+
+use chrono::FixedOffset;
+use rop_domain::Store;
+use rop_fetch::AudioClients;
+
+pub use tasks::TaskWorker;
+
+/// What every integration needs from the installation.
+#[derive(Clone)]
+pub struct Context {
+    pub store: Arc<dyn Store>,
+    /// Outgoing clients; whether private networks are allowed follows the
+    /// connection settings, as for audio links (an on-premise CRM).
+    pub http: AudioClients,
+    /// The time zone of naive times the PBX sends (`2024-05-01 12:00:00`).
+    pub local_offset: FixedOffset,
+    /// Attempts each pipeline step of an imported call gets.
+    pub job_attempts: u32,
+}
+
+impl Context {
+    async fn http(&self) -> Result<rop_fetch::GuardedClient, rop_domain::StoreError> {
+        let settings = self.store.connection_settings().await?;
+        Ok(self.http.client(settings.allow_private_networks).clone())
+    }
+}
+
+/// The integrations of one process: what the API, the web interface and
+/// the task worker call.
+#[derive(Clone)]
+pub struct Integrations {
+    pub zadarma: zadarma::Zadarma,
+}
+
+impl Integrations {
+    pub fn new(context: Context) -> Self {
+        Self {
+            zadarma: zadarma::Zadarma::new(context),
+        }
+    }
+}

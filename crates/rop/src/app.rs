@@ -18,6 +18,7 @@ use rop_blob::BlobStore;
 use rop_delivery::{Deliverer, DelivererConfig, RetryPolicy};
 use rop_domain::Store;
 use rop_fetch::{AudioClients, ClientConfig, DownloadLimits, UrlGuard};
+use rop_integrations::TaskWorker;
 use rop_llm::{
     LanguageModel, LocalLlamaProcess, LocalLlamaProcessConfig, OpenAiChat, OpenAiChatConfig,
 };
@@ -206,6 +207,27 @@ impl Core {
         )))
     }
 
+    /// The integrations, as the API, the web interface and the task worker
+    /// share them.
+    fn integrations(&self, config: &Config) -> rop_integrations::Integrations {
+        rop_integrations::Integrations::new(rop_integrations::Context {
+            store: self.store.clone(),
+            http: self.http.clone(),
+            local_offset: chrono::FixedOffset::east_opt(config.utc_offset_hours * 3600)
+                .unwrap_or_else(|| chrono::FixedOffset::east_opt(0).expect("UTC")),
+            job_attempts: config.job_attempts,
+        })
+    }
+
+    /// The runner of the integrations' background tasks (recordings to
+    /// fetch, exports).
+    fn task_worker(&self, integrations: &rop_integrations::Integrations) -> TaskWorker {
+        TaskWorker::new(
+            self.store.clone(),
+            vec![Arc::new(integrations.zadarma.clone())],
+        )
+    }
+
     /// The webhook senders of this process.
     fn deliverer(&self, config: &Config) -> Deliverer {
         let client = rop_delivery::webhook_client(self.guard);
@@ -316,7 +338,7 @@ pub fn speech_engine(config: &Config) -> anyhow::Result<Arc<dyn AsrEngine>> {
 pub struct Server {
     listener: TcpListener,
     router: axum::Router,
-    workers: Option<(Arc<Workers>, Deliverer)>,
+    workers: Option<(Arc<Workers>, Deliverer, TaskWorker)>,
     first_admin_password: Option<String>,
 }
 
@@ -330,10 +352,12 @@ impl Server {
         // One model per process, shared by the workers and the editors'
         // «try on a call».
         let analyzer = Arc::new(Analyzer::new(language_model(config, with_workers)?));
+        let integrations = core.integrations(config);
         let workers = if with_workers {
             Some((
                 core.workers(config, analyzer.clone())?,
                 core.deliverer(config),
+                core.task_worker(&integrations),
             ))
         } else {
             None
@@ -352,6 +376,7 @@ impl Server {
             staging_dir: core.staging_dir,
             caches: Default::default(),
             metrics: rop_api::prometheus(),
+            integrations,
         };
         let web = rop_web::WebState::new(
             state.store.clone(),
@@ -361,6 +386,7 @@ impl Server {
                 rop_delivery::webhook_client(core.guard),
                 analyzer,
             )),
+            state.integrations.clone(),
             rop_web::WebSettings {
                 public_url: config
                     .public_url
@@ -397,10 +423,11 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (stop, stopped) = watch::channel(false);
-        let workers = self.workers.map(|(workers, deliverer)| {
+        let workers = self.workers.map(|(workers, deliverer, tasks)| {
             (
                 tokio::spawn(workers.run(stopped.clone())),
-                deliverer.spawn(stopped),
+                deliverer.spawn(stopped.clone()),
+                tokio::spawn(tasks.run(stopped)),
             )
         });
         let served = axum::serve(
@@ -415,9 +442,10 @@ impl Server {
         })
         .await
         .context("HTTP server failed");
-        if let Some((workers, deliverer)) = workers {
+        if let Some((workers, deliverer, tasks)) = workers {
             let _ = workers.await;
             let _ = deliverer.await;
+            let _ = tasks.await;
         }
         served
     }
@@ -433,10 +461,15 @@ pub async fn run_workers(
     let workers = core.workers(config, analyzer)?;
     let (stop, stopped) = watch::channel(false);
     let delivering = core.deliverer(config).spawn(stopped.clone());
+    let tasks = tokio::spawn(
+        core.task_worker(&core.integrations(config))
+            .run(stopped.clone()),
+    );
     let running = tokio::spawn(workers.run(stopped));
     shutdown.await;
     let _ = stop.send(true);
     running.await.context("the workers panicked")?;
+    tasks.await.context("the integration tasks panicked")?;
     delivering.await.context("the webhook senders panicked")
 }
 

@@ -4,6 +4,7 @@
 //! constraints, `ON CONFLICT`, row locks), never to checks in the application.
 
 mod analysis;
+mod integrations;
 mod jobs;
 mod rows;
 mod search;
@@ -18,11 +19,12 @@ use chrono::{DateTime, Utc};
 use rop_domain::store::StoreResult;
 use rop_domain::{
     ApiKey, ApiSecret, AudioSource, AuditEntry, CallDetails, CallFilter, CallId, CallPage,
-    Checklist, ClaimedDelivery, ClaimedJob, ConnectionSettings, Dashboard, DeletedCall,
-    DeliveryAttempt, DeliveryOutcome, JobKind, JobOutcome, Manager, ManagerId, ManagerUpdate,
-    NewAuditEntry, NewCall, NewCallEvent, NewJob, NewSession, NewUser, Office, OfficeId,
-    OfficeUpdate, Session, StatsQuery, Store, StoreError, Table, TableId, TableReadiness,
-    Transcript, UpsertCounts, User, UserCredentials, UserUpdate,
+    Checklist, ClaimedDelivery, ClaimedJob, ClaimedTask, Client, ClientUpdate, ConnectionSettings,
+    Dashboard, DeletedCall, DeliveryAttempt, DeliveryOutcome, JobKind, JobOutcome, Manager,
+    ManagerId, ManagerUpdate, NewAuditEntry, NewCall, NewCallEvent, NewJob, NewSession, NewTask,
+    NewUser, Office, OfficeId, OfficeUpdate, Session, StatsQuery, Store, StoreError, Table,
+    TableId, TableReadiness, TaskOutcome, TaskRecord, TelephonyCall, TelephonyFilter,
+    TelephonyUpdate, Transcript, UpsertCounts, User, UserCredentials, UserUpdate,
 };
 use serde_json::Value;
 use sqlx::postgres::{PgListener, PgPoolOptions};
@@ -908,5 +910,104 @@ impl Store for PostgresStore {
 
     async fn dashboard(&self, query: &StatsQuery) -> StoreResult<Dashboard> {
         stats::dashboard(&self.pool, query).await
+    }
+
+    async fn setting(&self, key: &str) -> StoreResult<Option<String>> {
+        integrations::setting(&self.pool, key).await
+    }
+
+    async fn save_setting(&self, key: &str, value: &str) -> StoreResult<()> {
+        integrations::save_setting(&self.pool, key, value).await
+    }
+
+    async fn swap_setting(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        value: &str,
+    ) -> StoreResult<bool> {
+        integrations::swap_setting(&self.pool, key, expected, value).await
+    }
+
+    async fn upsert_clients(
+        &self,
+        clients: &[ClientUpdate],
+        now: DateTime<Utc>,
+    ) -> StoreResult<UpsertCounts> {
+        integrations::upsert_clients(&self.pool, clients, now).await
+    }
+
+    async fn client_by_phone(&self, phone: &str) -> StoreResult<Option<Client>> {
+        integrations::client_by_phone(&self.pool, phone).await
+    }
+
+    async fn clients(
+        &self,
+        search: Option<&str>,
+        offset: u32,
+        limit: u32,
+    ) -> StoreResult<Vec<Client>> {
+        integrations::clients(&self.pool, search, offset, limit).await
+    }
+
+    async fn delete_client(&self, phone: &str) -> StoreResult<bool> {
+        integrations::delete_client(&self.pool, phone).await
+    }
+
+    async fn record_telephony(&self, update: &TelephonyUpdate) -> StoreResult<()> {
+        integrations::record_telephony(&self.pool, update).await
+    }
+
+    async fn telephony_call(&self, pbx_call_id: &str) -> StoreResult<Option<TelephonyCall>> {
+        integrations::telephony_call(&self.pool, pbx_call_id).await
+    }
+
+    async fn telephony_calls(&self, filter: &TelephonyFilter) -> StoreResult<Vec<TelephonyCall>> {
+        integrations::telephony_calls(&self.pool, filter).await
+    }
+
+    async fn enqueue_task(&self, task: &NewTask, now: DateTime<Utc>) -> StoreResult<bool> {
+        integrations::enqueue_task(&self.pool, task, now).await
+    }
+
+    async fn claim_task(
+        &self,
+        worker: &str,
+        kinds: &[&str],
+        lease_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<ClaimedTask>> {
+        integrations::claim_task(&self.pool, worker, kinds, lease_until, now).await
+    }
+
+    async fn save_task_progress(
+        &self,
+        task: &ClaimedTask,
+        payload: &str,
+        lease_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        integrations::save_task_progress(&self.pool, task, payload, lease_until, now).await
+    }
+
+    async fn finish_task(
+        &self,
+        task: &ClaimedTask,
+        outcome: &TaskOutcome,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        integrations::finish_task(&self.pool, task, outcome, now).await
+    }
+
+    async fn cancel_task(&self, id: i64, now: DateTime<Utc>) -> StoreResult<bool> {
+        integrations::cancel_task(&self.pool, id, now).await
+    }
+
+    async fn tasks(&self, kind: &str, limit: u32) -> StoreResult<Vec<TaskRecord>> {
+        integrations::tasks(&self.pool, kind, limit).await
+    }
+
+    async fn task(&self, id: i64) -> StoreResult<Option<TaskRecord>> {
+        integrations::task(&self.pool, id).await
     }
 }

@@ -4,3 +4,4 @@
 pub mod chat;
 pub mod transcription;
 pub mod webhook;
+pub mod zadarma;

@@ -12,6 +12,8 @@ pub enum PageError {
     Forbidden,
     /// 400 with a message for the user.
     BadRequest(String),
+    /// 502: an outside system (the PBX) did not give what was needed.
+    Unavailable(String),
     /// 500; the cause goes to the log, not to the page.
     Internal(String),
 }
@@ -45,6 +47,11 @@ impl IntoResponse for PageError {
                 "Эта страница недоступна для вашей роли. Обратитесь к администратору.".to_owned(),
             ),
             Self::BadRequest(message) => (StatusCode::BAD_REQUEST, "Ошибка в запросе", message),
+            Self::Unavailable(message) => (
+                StatusCode::BAD_GATEWAY,
+                "Внешняя система не ответила",
+                message,
+            ),
             Self::Internal(cause) => {
                 tracing::error!(%cause, "page failed");
                 (

@@ -110,6 +110,7 @@ pub struct WebState {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) blobs: Arc<dyn BlobStore>,
     pub(crate) services: Arc<dyn Services>,
+    pub(crate) integrations: rop_integrations::Integrations,
     pub(crate) settings: WebSettings,
     pub(crate) logins: session::LoginAttempts,
 }
@@ -119,6 +120,7 @@ impl WebState {
         store: Arc<dyn Store>,
         blobs: Arc<dyn BlobStore>,
         services: Arc<dyn Services>,
+        integrations: rop_integrations::Integrations,
         settings: WebSettings,
     ) -> Self {
         let logins = session::LoginAttempts::new(settings.login_limits);
@@ -126,6 +128,7 @@ impl WebState {
             store,
             blobs,
             services,
+            integrations,
             settings,
             logins,
         }
@@ -204,6 +207,41 @@ pub fn router(state: WebState) -> Router {
         )
         .route("/settings/users/{id}", post(pages::users::update))
         .route("/settings/users/{id}/delete", post(pages::users::delete))
+        .route(
+            "/settings/integrations",
+            get(|| async { axum::response::Redirect::to("/settings/integrations/zadarma") }),
+        )
+        .route(
+            "/settings/integrations/zadarma",
+            get(pages::telephony::zadarma).post(pages::telephony::save_zadarma),
+        )
+        .route(
+            "/settings/integrations/zadarma/check",
+            post(pages::telephony::check_zadarma),
+        )
+        .route(
+            "/settings/integrations/zadarma/pbx",
+            post(pages::telephony::load_pbx),
+        )
+        .route(
+            "/settings/integrations/zadarma/extensions",
+            post(pages::telephony::save_extensions),
+        )
+        .route(
+            "/settings/clients",
+            get(pages::telephony::clients).post(pages::telephony::save_client),
+        )
+        .route(
+            "/settings/clients/{phone}/delete",
+            post(pages::telephony::delete_client),
+        )
+        .route("/telephony", get(pages::telephony::journal))
+        .route("/telephony/call", post(pages::telephony::click_to_call))
+        .route("/telephony/webrtc-key", post(pages::telephony::webrtc_key))
+        .route(
+            "/telephony/{pbx_call_id}/recording",
+            get(pages::telephony::recording),
+        )
         .route("/settings/engines", get(pages::settings::engines))
         .route("/settings/audit", get(pages::settings::audit_log))
         .route_layer(middleware::from_fn_with_state(

@@ -10,6 +10,10 @@ use url::Url;
 
 use super::signature::authorization;
 
+/// Seconds a recording link lives: a week, so that a link survives a long
+/// queue before the pipeline downloads it (Zadarma allows up to 60 days).
+const RECORD_LINK_LIFETIME: &str = "604800";
+
 /// Where and as whom to call Zadarma.
 #[derive(Clone)]
 pub struct Credentials {
@@ -168,7 +172,7 @@ impl ZadarmaClient {
         let found: RecordLink = self
             .get(
                 "pbx/record/request",
-                &[("call_id", call_id), ("lifetime", "3600")],
+                &[("call_id", call_id), ("lifetime", RECORD_LINK_LIFETIME)],
             )
             .await?;
         found

@@ -234,6 +234,10 @@ async fn every_page_answers_each_role_as_specified(backend: Backend) {
         ("/settings/users", ADMIN_ONLY),
         ("/settings/engines", ADMIN_ONLY),
         ("/settings/audit", ADMIN_ONLY),
+        ("/settings/integrations/zadarma", ADMIN_ONLY),
+        ("/settings/clients", ADMIN_ONLY),
+        ("/telephony", EVERYONE),
+        ("/telephony/in_nope/recording", [404, 404, 404]),
     ];
     let anonymous = no_redirects();
     let login = anonymous.get(app.url("/login")).send().await.unwrap();
@@ -284,6 +288,26 @@ async fn every_page_answers_each_role_as_specified(backend: Backend) {
         ("/settings/tables/TBL_1/test-webhook", &[]),
         ("/settings/tables/TBL_1/try", &[("call_id", "c1")]),
         ("/calls/c1/deliveries/d1/resend", &[]),
+        (
+            "/settings/integrations/zadarma",
+            &[
+                ("enabled", "on"),
+                ("key", "k"),
+                ("secret", "s"),
+                ("route_ring_secs", "20"),
+            ],
+        ),
+        ("/settings/integrations/zadarma/check", &[]),
+        ("/settings/integrations/zadarma/pbx", &[]),
+        (
+            "/settings/integrations/zadarma/extensions",
+            &[("ext_100", "m1")],
+        ),
+        (
+            "/settings/clients",
+            &[("phone", "+79001234567"), ("name", "Иван")],
+        ),
+        ("/settings/clients/79001234567/delete", &[]),
     ];
     for (path, form) in posts {
         for browser in &browsers[1..] {
@@ -291,6 +315,13 @@ async fn every_page_answers_each_role_as_specified(backend: Backend) {
         }
     }
     assert!(app.store.checklists().await.unwrap().is_empty());
+    assert!(app.store.clients(None, 0, 10).await.unwrap().is_empty());
+    assert!(app
+        .store
+        .setting("integration.zadarma")
+        .await
+        .unwrap()
+        .is_none());
     assert_eq!(app.store.users().await.unwrap().len(), 4);
     assert_eq!(
         app.store
@@ -768,6 +799,170 @@ async fn users_are_managed_in_the_interface(backend: Backend) {
     assert!(app.store.user_credentials("anna").await.unwrap().is_none());
 }
 
+/// Настройки → Интеграции → Zadarma, the clients directory and the
+/// Телефония page, driven as an administrator, a leader and a manager
+/// would, against the Zadarma double.
+async fn telephony_is_set_up_and_used_in_the_interface(backend: Backend) {
+    use rop_testkit::zadarma::{ZadarmaDouble, KEY, SECRET};
+    let app = spawn_app(backend).await;
+    company(&app).await;
+    let zadarma = ZadarmaDouble::start().await;
+    let admin = login(&app, "boss").await;
+
+    let zadarma_url = zadarma.base_url();
+    let form = [
+        ("enabled", "on"),
+        ("api_url", zadarma_url.as_str()),
+        ("key", KEY),
+        ("secret", SECRET),
+        ("route_to_assigned_manager", "on"),
+        ("route_ring_secs", "15"),
+        ("analyze_recordings", "on"),
+    ];
+    let bad: Vec<(&str, &str)> = form
+        .iter()
+        .map(|&(k, v)| {
+            if k == "route_ring_secs" {
+                (k, "много")
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
+    let response = admin.post("/settings/integrations/zadarma", &bad).await;
+    assert_eq!(response.status(), 400);
+    assert!(app
+        .store
+        .setting("integration.zadarma")
+        .await
+        .unwrap()
+        .is_none());
+    let response = admin.post("/settings/integrations/zadarma", &form).await;
+    assert_eq!(response.status(), 303);
+    let html = admin
+        .get("/settings/integrations/zadarma")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!html.contains(SECRET), "the secret is never shown");
+    assert!(html.contains("••••4201"));
+    assert!(html.contains("/exec/Zadarma.notify"));
+    let line = admin
+        .post("/settings/integrations/zadarma/check", &[])
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(line.contains("Подключение работает"), "{line}");
+    let response = admin.post("/settings/integrations/zadarma/pbx", &[]).await;
+    assert_eq!(response.status(), 303);
+    let html = admin
+        .get("/settings/integrations/zadarma")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("name=\"ext_101\""), "extensions listed");
+    let response = admin
+        .post(
+            "/settings/integrations/zadarma/extensions",
+            &[("ext_101", "m1")],
+        )
+        .await;
+    assert_eq!(response.status(), 303);
+    let response = admin
+        .post(
+            "/settings/integrations/zadarma/extensions",
+            &[("ext_999", "m2")],
+        )
+        .await;
+    assert_eq!(response.status(), 400, "an extension the PBX does not have");
+
+    let response = admin
+        .post(
+            "/settings/clients",
+            &[("phone", "позвоните"), ("name", "Кто-то")],
+        )
+        .await;
+    assert_eq!(response.status(), 400);
+    let response = admin
+        .post(
+            "/settings/clients",
+            &[
+                ("phone", "8 900 123-45-67"),
+                ("name", "Иван Петров"),
+                ("manager_id", "m1"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 303);
+    let html = admin
+        .get("/settings/clients?q=иван")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("+79001234567") && html.contains("Иван Петров"));
+
+    let url = app.url("/exec/Zadarma.notify");
+    for (id, caller) in [("in_1", "+79001234567"), ("in_2", "+79990000000")] {
+        let response = zadarma
+            .notify(
+                &url,
+                &[
+                    ("event", "NOTIFY_START"),
+                    ("call_start", "2024-05-01 12:00:00"),
+                    ("pbx_call_id", id),
+                    ("caller_id", caller),
+                    ("called_did", "+74951234567"),
+                ],
+            )
+            .await;
+        assert_eq!(response.status(), 200);
+    }
+    // The client's call is routed to m1 and so belongs to his scope; the
+    // unknown caller's belongs to nobody yet.
+    let html = admin.get("/telephony").await.text().await.unwrap();
+    assert!(html.contains("Иван Петров") && html.contains("+79990000000"));
+    let lead = login(&app, "lead").await;
+    let html = lead.get("/telephony").await.text().await.unwrap();
+    assert!(html.contains("Иван Петров") && !html.contains("+79990000000"));
+    let seller = login(&app, "seller").await;
+    let html = seller.get("/telephony").await.text().await.unwrap();
+    assert!(html.contains("направлен на 101"), "{html}");
+    assert!(
+        html.contains("внутренний номер 101"),
+        "the dial form for his extension"
+    );
+
+    let line = seller
+        .post("/telephony/call", &[("phone", "+7 900 123-45-67")])
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(line.contains("Звоним"), "{line}");
+    let (path, params) = zadarma.requests().last().cloned().unwrap();
+    assert_eq!(path, "/v1/request/callback/");
+    assert_eq!(
+        (params["from"].as_str(), params["to"].as_str()),
+        ("101", "79001234567")
+    );
+    // The leader has no extension: nothing is dialled.
+    let before = zadarma.requests().len();
+    let line = lead
+        .post("/telephony/call", &[("phone", "+79001234567")])
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(line.contains("не назначен"), "{line}");
+    assert_eq!(zadarma.requests().len(), before);
+    // No recording yet.
+    assert_eq!(admin.status("/telephony/in_1/recording").await, 404);
+}
+
 on_both_backends!(
     every_page_answers_each_role_as_specified,
     state_changes_need_the_session_token,
@@ -775,4 +970,5 @@ on_both_backends!(
     audio_is_streamed_with_ranges,
     the_editors_save_checked_definitions,
     users_are_managed_in_the_interface,
+    telephony_is_set_up_and_used_in_the_interface,
 );

@@ -6,6 +6,7 @@ pub(crate) mod dashboard;
 pub(crate) mod definitions;
 pub(crate) mod people;
 pub(crate) mod settings;
+pub(crate) mod telephony;
 pub(crate) mod users;
 
 use std::collections::HashMap;
@@ -54,6 +55,18 @@ pub(crate) fn role_name(role: Role) -> &'static str {
 
 pub(crate) fn render(template: impl askama::Template) -> Result<Response, PageError> {
     Ok(Html(template.render()?).into_response())
+}
+
+/// A form page shown again: 400 when it carries an error for the user.
+pub(crate) fn render_form(
+    template: impl askama::Template,
+    failed: bool,
+) -> Result<Response, PageError> {
+    let mut response = render(template)?;
+    if failed {
+        *response.status_mut() = axum::http::StatusCode::BAD_REQUEST;
+    }
+    Ok(response)
 }
 
 pub(crate) async fn home() -> Redirect {

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use rop_domain::ConnectionSettings;
 use serde::Deserialize;
 
-use super::{all_fields, audit, field, form_fields, render, Chrome};
+use super::{all_fields, audit, field, form_fields, render, render_form, Chrome};
 use crate::access::Viewer;
 use crate::error::PageError;
 use crate::format;
@@ -89,20 +89,20 @@ async fn connection_page(
         .unwrap_or_default();
     let upload_url = format!("{}/api/v1/calls/audio-upload", base_url(state, headers));
     let ready_url = format!("{upload_url}?apiKey={api_key}");
-    let mut response = render(ConnectionPage {
-        chrome: Chrome::new(viewer, "settings"),
-        upload_url,
-        ready_url,
-        api_key,
-        settings,
-        allow_private: state.settings.fetch_allow_private,
-        saved,
-        error: error.clone(),
-    })?;
-    if error.is_some() {
-        *response.status_mut() = axum::http::StatusCode::BAD_REQUEST;
-    }
-    Ok(response)
+    let failed = error.is_some();
+    render_form(
+        ConnectionPage {
+            chrome: Chrome::new(viewer, "settings"),
+            upload_url,
+            ready_url,
+            api_key,
+            settings,
+            allow_private: state.settings.fetch_allow_private,
+            saved,
+            error,
+        },
+        failed,
+    )
 }
 
 pub(crate) async fn connection(
@@ -264,6 +264,11 @@ fn action_name(action: &str) -> &str {
         "user.delete" => "Пользователь удалён",
         "delivery.resend" => "Вебхук отправлен заново",
         "webhook.test" => "Тестовый вебхук",
+        "zadarma.update" => "Zadarma: настройки изменены",
+        "zadarma.pbx" => "Zadarma: АТС получена",
+        "zadarma.extensions" => "Zadarma: сотрудники назначены",
+        "client.save" => "Клиент сохранён",
+        "client.delete" => "Клиент удалён",
         other => other,
     }
 }

@@ -284,7 +284,9 @@ await check("the administrator's main pages", async () => {
   const page = admin.page;
   for (const [route, name] of [["/dashboard", "09-dashboard"], ["/calls", "10-calls"], ["/managers", "11-managers"],
     ["/managers/m1", "12-manager"], ["/offices", "13-offices"], ["/offices/o1", "14-office"],
-    ["/settings/engines", "15-settings-engines"], ["/settings/audit", "16-settings-audit"]]) {
+    ["/settings/engines", "15-settings-engines"], ["/settings/audit", "16-settings-audit"],
+    ["/settings/integrations/zadarma", "17-settings-zadarma"], ["/settings/clients", "18-settings-clients"],
+    ["/telephony", "19-telephony"]]) {
     assert.equal(await status(page, route), 200, route);
     await shot(page, name);
   }
