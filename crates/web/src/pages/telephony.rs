@@ -588,9 +588,11 @@ pub(crate) async fn recording(
     let zadarma = &state.integrations.zadarma;
     let settings = zadarma.settings().await?;
     if let (Some(call_id), false) = (&call.call_id, settings.play_recordings_remotely) {
-        return Ok(
-            Redirect::to(&format!("/calls/{}/audio", urlencode(call_id.as_str()))).into_response(),
-        );
+        return Ok(Redirect::to(&format!(
+            "/calls/{}/audio",
+            super::calls::encode(call_id.as_str())
+        ))
+        .into_response());
     }
     match zadarma.recording_link(&recording_id).await {
         Ok(link) => Ok(Redirect::to(&link).into_response()),
@@ -601,10 +603,6 @@ pub(crate) async fn recording(
             )))
         }
     }
-}
-
-fn urlencode(raw: &str) -> String {
-    url::form_urlencoded::byte_serialize(raw.as_bytes()).collect()
 }
 
 #[derive(Template)]
