@@ -344,6 +344,7 @@ impl Plan {
                 checklists: vec![checklist],
                 tables: vec![table],
                 deliveries: Vec::new(),
+                crm_tasks: Vec::new(),
             },
             at,
         )

@@ -1,6 +1,7 @@
 //! HTTP API v1 of Цифровой РОП (PRODUCT.md §3): the CRM-facing endpoints,
 //! health and metrics, and the OpenAPI document generated from this code.
 
+mod amocrm;
 mod auth;
 mod cache;
 mod calls;
@@ -132,6 +133,16 @@ impl AppState {
         integrations::list_clients,
         integrations::upsert_clients,
         integrations::delete_client,
+        amocrm::get_amocrm,
+        amocrm::put_amocrm,
+        amocrm::check_amocrm,
+        amocrm::amocrm_consent_url,
+        amocrm::amocrm_sign_in,
+        amocrm::put_amocrm_users,
+        amocrm::list_amocrm_exports,
+        amocrm::start_amocrm_export,
+        amocrm::get_amocrm_export,
+        amocrm::stop_amocrm_export,
         openapi_json,
         ops::healthz,
         ops::readyz,
@@ -263,6 +274,28 @@ pub fn router(state: AppState, pages: Router) -> Router {
             get(integrations::list_clients).post(integrations::upsert_clients),
         )
         .route("/clients/{phone}", delete(integrations::delete_client))
+        .route(
+            "/integrations/amocrm",
+            get(amocrm::get_amocrm).put(amocrm::put_amocrm),
+        )
+        .route("/integrations/amocrm/check", post(amocrm::check_amocrm))
+        .route(
+            "/integrations/amocrm/oauth",
+            get(amocrm::amocrm_consent_url).post(amocrm::amocrm_sign_in),
+        )
+        .route("/integrations/amocrm/users", put(amocrm::put_amocrm_users))
+        .route(
+            "/integrations/amocrm/exports",
+            get(amocrm::list_amocrm_exports).post(amocrm::start_amocrm_export),
+        )
+        .route(
+            "/integrations/amocrm/exports/{id}",
+            get(amocrm::get_amocrm_export),
+        )
+        .route(
+            "/integrations/amocrm/exports/{id}/stop",
+            post(amocrm::stop_amocrm_export),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_api_key,

@@ -571,6 +571,9 @@ pub struct CallAnalysis {
     pub checklists: Vec<ChecklistResult>,
     pub tables: Vec<TableResult>,
     pub deliveries: Vec<crate::delivery::NewDelivery>,
+    /// Tasks that take the results back to the CRM the call came from
+    /// (`write_back_task`); queued again when they already ran.
+    pub crm_tasks: Vec<crate::integrations::NewTask>,
 }
 
 #[cfg(test)]

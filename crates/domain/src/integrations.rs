@@ -18,6 +18,46 @@ pub mod setting_keys {
     pub const ZADARMA: &str = "integration.zadarma";
     pub const AMOCRM: &str = "integration.amocrm";
     pub const BITRIX24: &str = "integration.bitrix24";
+    /// amoCRM's OAuth token pair, apart from the settings so that a refresh
+    /// swaps only the pair (its refresh token is single-use).
+    pub const AMOCRM_TOKENS: &str = "integration.amocrm.tokens";
+    pub const BITRIX24_TOKENS: &str = "integration.bitrix24.tokens";
+}
+
+/// Metadata keys of a call imported from a CRM: which CRM, and the record
+/// (deal, contact …) its analysis is written back to.
+pub mod crm_metadata {
+    /// `amocrm` or `bitrix24`.
+    pub const CRM: &str = "crm";
+    /// `leads`, `contacts`, `companies` (amoCRM); `deal`, `contact`,
+    /// `lead`, `company` (Bitrix24).
+    pub const ENTITY_TYPE: &str = "crm_entity_type";
+    pub const ENTITY_ID: &str = "crm_entity_id";
+}
+
+/// The kind of the task that writes a call's analysis back to its CRM.
+pub fn write_back_kind(crm: &str) -> Option<&'static str> {
+    match crm {
+        "amocrm" => Some("amocrm.write_back"),
+        "bitrix24" => Some("bitrix24.write_back"),
+        _ => None,
+    }
+}
+
+/// The write-back task an analysed call gets when it came from a CRM. The
+/// analysis step stores it with its results, in one transaction, so a
+/// result is never left unsent by a crash; an analysis repeated later
+/// queues the task again.
+pub fn write_back_task(call: &crate::call::Call, now: DateTime<Utc>) -> Option<NewTask> {
+    let kind = write_back_kind(call.metadata.get(crm_metadata::CRM)?)?;
+    call.metadata.get(crm_metadata::ENTITY_ID)?;
+    Some(NewTask {
+        kind: kind.to_owned(),
+        key: call.call_id.as_str().to_owned(),
+        payload: "{}".to_owned(),
+        due_at: now,
+        max_attempts: 8,
+    })
 }
 
 /// A phone number reduced to its digits, the key of the clients directory

@@ -98,6 +98,17 @@ impl GuardedClient {
         Ok(self.client.post(url.clone()))
     }
 
+    /// A request with any method (a CRM's PATCH), unless the guard refuses
+    /// the link as written.
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        url: &Url,
+    ) -> Result<reqwest::RequestBuilder, Forbidden> {
+        self.guard.check_url(url)?;
+        Ok(self.client.request(method, url.clone()))
+    }
+
     /// The guard this client enforces.
     pub fn guard(&self) -> UrlGuard {
         self.guard

@@ -8,6 +8,7 @@
 //! durable tasks, and a task finally hands a recording to the pipeline as an
 //! ordinary call (`intake`). Nothing here touches the pipeline's steps.
 
+pub mod amocrm;
 mod intake;
 pub mod tasks;
 pub mod zadarma;
@@ -45,12 +46,14 @@ impl Context {
 #[derive(Clone)]
 pub struct Integrations {
     pub zadarma: zadarma::Zadarma,
+    pub amocrm: amocrm::Amocrm,
 }
 
 impl Integrations {
     pub fn new(context: Context) -> Self {
         Self {
-            zadarma: zadarma::Zadarma::new(context),
+            zadarma: zadarma::Zadarma::new(context.clone()),
+            amocrm: amocrm::Amocrm::new(context),
         }
     }
 }

@@ -116,10 +116,17 @@ impl Step for AnalyzeStep {
         if !deliveries.is_empty() {
             message.push_str(&format!("; вебхуков к отправке: {}", deliveries.len()));
         }
+        let crm_tasks: Vec<_> = rop_domain::integrations::write_back_task(call, Utc::now())
+            .into_iter()
+            .collect();
+        if !crm_tasks.is_empty() {
+            message.push_str("; результаты будут записаны в CRM");
+        }
         let analysis = CallAnalysis {
             checklists: scored.into_iter().map(|(_, result)| result).collect(),
             tables: filled.into_iter().map(|(_, result)| result).collect(),
             deliveries,
+            crm_tasks,
         };
         Ok(StepDone {
             next: Next::Finish,

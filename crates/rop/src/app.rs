@@ -117,6 +117,12 @@ pub async fn ensure_first_admin(store: &dyn Store) -> anyhow::Result<Option<Stri
     }
 }
 
+/// The integrations alone, for the command line (`rop amocrm …`).
+pub async fn open_integrations(config: &Config) -> anyhow::Result<rop_integrations::Integrations> {
+    let core = Core::open(config).await?;
+    Ok(core.integrations(config))
+}
+
 /// What the API and the workers share: storage, audio, outgoing HTTP.
 struct Core {
     store: Arc<dyn Store>,
@@ -224,7 +230,10 @@ impl Core {
     fn task_worker(&self, integrations: &rop_integrations::Integrations) -> TaskWorker {
         TaskWorker::new(
             self.store.clone(),
-            vec![Arc::new(integrations.zadarma.clone())],
+            vec![
+                Arc::new(integrations.zadarma.clone()),
+                Arc::new(integrations.amocrm.clone()),
+            ],
         )
     }
 

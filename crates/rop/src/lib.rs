@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod config;
+pub mod crm;
 pub mod keys;
 pub mod transcribe;
 pub mod web;

@@ -75,6 +75,9 @@ enum Command {
     /// Install, list and check model files (speech recognition, VAD, LLM).
     #[command(subcommand)]
     Models(ModelsCommand),
+    /// amoCRM: check the connection, export calls, follow or stop an export.
+    #[command(subcommand)]
+    Amocrm(rop::crm::AmocrmCommand),
 }
 
 #[derive(Subcommand)]
@@ -208,6 +211,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             password_stdin,
         }) => create_admin(config, username, password_stdin).await,
         Command::Models(command) => models(command, &config).await,
+        Command::Amocrm(command) => rop::crm::run(command, &config).await,
         Command::Transcribe {
             files,
             manager_channel,

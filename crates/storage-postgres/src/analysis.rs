@@ -239,6 +239,29 @@ pub(crate) async fn write_analysis(
         .await
         .map_err(unique_violation)?;
     }
+    for task in &analysis.crm_tasks {
+        // A task that already ran is queued again for the new results; one
+        // still waiting or running is left to pick them up.
+        sqlx::query(
+            "INSERT INTO integration_tasks (kind, key, state, payload, max_attempts, due_at,
+                 created_at, updated_at)
+             VALUES ($1, $2, 'queued', $3, $4, $5, $6, $6)
+             ON CONFLICT (kind, key) DO UPDATE SET state = 'queued', attempts = 0,
+                 payload = excluded.payload, max_attempts = excluded.max_attempts,
+                 due_at = excluded.due_at, worker = NULL, lease_until = NULL,
+                 last_error = NULL, updated_at = excluded.updated_at
+             WHERE integration_tasks.state IN ('done', 'failed', 'cancelled')",
+        )
+        .bind(&task.kind)
+        .bind(&task.key)
+        .bind(&task.payload)
+        .bind(i64::from(task.max_attempts))
+        .bind(task.due_at)
+        .bind(now)
+        .execute(&mut **tx)
+        .await
+        .map_err(backend)?;
+    }
     Ok(())
 }
 

@@ -228,6 +228,34 @@ pub fn router(state: WebState) -> Router {
             post(pages::telephony::save_extensions),
         )
         .route(
+            "/settings/integrations/amocrm",
+            get(pages::amocrm::show).post(pages::amocrm::save),
+        )
+        .route(
+            "/settings/integrations/amocrm/check",
+            post(pages::amocrm::check),
+        )
+        .route(
+            "/settings/integrations/amocrm/sign-in",
+            post(pages::amocrm::sign_in),
+        )
+        .route(
+            "/settings/integrations/amocrm/oauth",
+            get(pages::amocrm::oauth_return),
+        )
+        .route(
+            "/settings/integrations/amocrm/users",
+            post(pages::amocrm::save_users),
+        )
+        .route(
+            "/settings/integrations/amocrm/exports",
+            post(pages::amocrm::start_export),
+        )
+        .route(
+            "/settings/integrations/amocrm/exports/{id}/stop",
+            post(pages::amocrm::stop_export),
+        )
+        .route(
             "/settings/clients",
             get(pages::telephony::clients).post(pages::telephony::save_client),
         )

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod amocrm;
 mod analysis;
 mod auth;
 mod blob_s3;

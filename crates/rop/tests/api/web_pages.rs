@@ -235,6 +235,12 @@ async fn every_page_answers_each_role_as_specified(backend: Backend) {
         ("/settings/engines", ADMIN_ONLY),
         ("/settings/audit", ADMIN_ONLY),
         ("/settings/integrations/zadarma", ADMIN_ONLY),
+        ("/settings/integrations/amocrm", ADMIN_ONLY),
+        // Not connected: the administrator is told so.
+        (
+            "/settings/integrations/amocrm/oauth?code=x&state=y",
+            [400, 403, 403],
+        ),
         ("/settings/clients", ADMIN_ONLY),
         ("/telephony", EVERYONE),
         ("/telephony/in_nope/recording", [404, 404, 404]),
@@ -308,6 +314,23 @@ async fn every_page_answers_each_role_as_specified(backend: Backend) {
             &[("phone", "+79001234567"), ("name", "Иван")],
         ),
         ("/settings/clients/79001234567/delete", &[]),
+        (
+            "/settings/integrations/amocrm",
+            &[
+                ("enabled", "on"),
+                ("base_url", "https://acme.amocrm.ru"),
+                ("auth_mode", "long_lived_token"),
+                ("long_lived_token", "t"),
+            ],
+        ),
+        ("/settings/integrations/amocrm/check", &[]),
+        ("/settings/integrations/amocrm/sign-in", &[]),
+        ("/settings/integrations/amocrm/users", &[("user_11", "m1")]),
+        (
+            "/settings/integrations/amocrm/exports",
+            &[("date_from", "2024-05-01"), ("date_to", "2024-05-31")],
+        ),
+        ("/settings/integrations/amocrm/exports/1/stop", &[]),
     ];
     for (path, form) in posts {
         for browser in &browsers[1..] {
@@ -316,12 +339,15 @@ async fn every_page_answers_each_role_as_specified(backend: Backend) {
     }
     assert!(app.store.checklists().await.unwrap().is_empty());
     assert!(app.store.clients(None, 0, 10).await.unwrap().is_empty());
+    for key in ["integration.zadarma", "integration.amocrm"] {
+        assert!(app.store.setting(key).await.unwrap().is_none(), "{key}");
+    }
     assert!(app
         .store
-        .setting("integration.zadarma")
+        .tasks("amocrm.export", 5)
         .await
         .unwrap()
-        .is_none());
+        .is_empty());
     assert_eq!(app.store.users().await.unwrap().len(), 4);
     assert_eq!(
         app.store
@@ -963,6 +989,183 @@ async fn telephony_is_set_up_and_used_in_the_interface(backend: Backend) {
     assert_eq!(admin.status("/telephony/in_1/recording").await, 404);
 }
 
+/// Настройки → Интеграции → amoCRM as an administrator uses it: the
+/// OAuth round trip with its `state` checked, the users' mapping, and an
+/// export started, shown and stopped.
+async fn amocrm_is_connected_and_exported_in_the_interface(backend: Backend) {
+    use rop_testkit::amocrm::{AmocrmDouble, User, CLIENT_ID, CLIENT_SECRET};
+    const REDIRECT: &str = "https://rop.example.ru/settings/integrations/amocrm/oauth";
+    let app = spawn_app(backend).await;
+    company(&app).await;
+    let amocrm = AmocrmDouble::start().await;
+    amocrm.add_user(User {
+        id: 11,
+        name: "Анна Смирнова".into(),
+        email: "anna@example.ru".into(),
+    });
+    let admin = login(&app, "boss").await;
+    let base = amocrm.base_url();
+    let form = [
+        ("enabled", "on"),
+        ("base_url", base.as_str()),
+        ("auth_mode", "oauth"),
+        ("client_id", CLIENT_ID),
+        ("client_secret", CLIENT_SECRET),
+        ("redirect_uri", REDIRECT),
+        ("write_note", "on"),
+        ("field_mapping", "lead.field.300 = utm_source"),
+        ("field_updates", "301 = score"),
+    ];
+    let mut bad = form.to_vec();
+    bad[8] = ("field_updates", "301 = всё");
+    assert_eq!(
+        admin
+            .post("/settings/integrations/amocrm", &bad)
+            .await
+            .status(),
+        400
+    );
+    assert!(app
+        .store
+        .setting("integration.amocrm")
+        .await
+        .unwrap()
+        .is_none());
+    let response = admin.post("/settings/integrations/amocrm", &form).await;
+    assert_eq!(response.status(), 303);
+    let html = admin
+        .get("/settings/integrations/amocrm")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!html.contains(CLIENT_SECRET), "the secret is never shown");
+    assert!(html.contains("lead.field.300 = utm_source") && html.contains("вход не выполнен"));
+
+    let response = admin
+        .post("/settings/integrations/amocrm/sign-in", &[])
+        .await;
+    assert_eq!(response.status(), 303);
+    let consent = url::Url::parse(response.headers()[LOCATION].to_str().unwrap()).unwrap();
+    let state = consent
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    let code = amocrm.issue_code(REDIRECT);
+    // An answer to somebody else's sign-in is refused before amoCRM is asked.
+    let forged = format!("/settings/integrations/amocrm/oauth?code={code}&state=forged");
+    assert_eq!(admin.status(&forged).await, 400);
+    assert_eq!(amocrm.token_grants(), 0);
+    // The state was spent by the refusal: start again.
+    let response = admin
+        .post("/settings/integrations/amocrm/sign-in", &[])
+        .await;
+    let consent = url::Url::parse(response.headers()[LOCATION].to_str().unwrap()).unwrap();
+    let state: String = consent
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .filter(|fresh| *fresh != state)
+        .expect("a new state");
+    let back = format!(
+        "/settings/integrations/amocrm/oauth?code={code}&state={state}&referer=acme.amocrm.ru"
+    );
+    let response = admin.get(&back).await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(
+        response.headers()[LOCATION],
+        "/settings/integrations/amocrm?saved=signed_in"
+    );
+    assert_eq!(admin.status(&back).await, 400, "a state works once");
+    let html = admin
+        .get("/settings/integrations/amocrm")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("вход выполнен") && html.contains("Анна Смирнова"),
+        "{html}"
+    );
+    let line = admin
+        .post("/settings/integrations/amocrm/check", &[])
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(line.contains("Подключение работает"), "{line}");
+
+    let response = admin
+        .post("/settings/integrations/amocrm/users", &[("user_11", "m1")])
+        .await;
+    assert_eq!(response.status(), 303);
+    let settings: serde_json::Value = serde_json::from_str(
+        &app.store
+            .setting("integration.amocrm")
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(settings["users"][0]["manager_id"], "m1", "{settings}");
+
+    let export = [
+        ("date_from", "2024-05-01"),
+        ("date_to", "2024-05-31"),
+        ("user_ids", "11"),
+        ("direction", "incoming"),
+        ("min_duration_secs", "30"),
+        ("max_duration_secs", ""),
+    ];
+    let mut wrong = export.to_vec();
+    wrong[1] = ("date_to", "вчера");
+    assert_eq!(
+        admin
+            .post("/settings/integrations/amocrm/exports", &wrong)
+            .await
+            .status(),
+        400
+    );
+    let response = admin
+        .post("/settings/integrations/amocrm/exports", &export)
+        .await;
+    assert_eq!(response.status(), 303);
+    let tasks = app.store.tasks("amocrm.export", 5).await.unwrap();
+    assert_eq!(tasks.len(), 1);
+    let html = admin
+        .get("/settings/integrations/amocrm")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("01.05.2024 — 31.05.2024") && html.contains("Остановить выгрузку"));
+    assert!(
+        html.contains("hx-trigger=\"every 3s\""),
+        "progress refreshes while it runs"
+    );
+    let stop = format!("/settings/integrations/amocrm/exports/{}/stop", tasks[0].id);
+    assert_eq!(admin.post(&stop, &[]).await.status(), 303);
+    let html = admin
+        .get("/settings/integrations/amocrm")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("остановлена") && !html.contains("Остановить выгрузку"));
+    let audit = app.store.audit_entries(None, 20).await.unwrap();
+    for action in [
+        "amocrm.update",
+        "amocrm.sign_in",
+        "amocrm.users",
+        "amocrm.export",
+        "amocrm.export_stop",
+    ] {
+        assert!(audit.iter().any(|e| e.action == action), "{action}");
+    }
+    assert!(audit.iter().all(|e| !e.details.contains(CLIENT_SECRET)));
+}
+
 on_both_backends!(
     every_page_answers_each_role_as_specified,
     state_changes_need_the_session_token,
@@ -971,4 +1174,5 @@ on_both_backends!(
     the_editors_save_checked_definitions,
     users_are_managed_in_the_interface,
     telephony_is_set_up_and_used_in_the_interface,
+    amocrm_is_connected_and_exported_in_the_interface,
 );

@@ -165,6 +165,7 @@ fn analysis(checklists: Vec<ChecklistResult>) -> StepOutput {
         checklists,
         tables: Vec::new(),
         deliveries: Vec::new(),
+        crm_tasks: Vec::new(),
     }))
 }
 

@@ -1,6 +1,7 @@
 //! The pages. Each handler takes the [`Viewer`], asks the store for what
 //! the viewer may see, and renders a template of `templates/`.
 
+pub(crate) mod amocrm;
 pub(crate) mod calls;
 pub(crate) mod dashboard;
 pub(crate) mod definitions;
@@ -58,6 +59,22 @@ pub(crate) fn render(template: impl askama::Template) -> Result<Response, PageEr
 }
 
 /// A form page shown again: 400 when it carries an error for the user.
+#[derive(askama::Template)]
+#[template(path = "settings/result.html")]
+struct ResultLine {
+    ok: bool,
+    message: String,
+}
+
+/// The answer of a check button: one line, good or bad, put in the page
+/// by htmx.
+pub(crate) fn result_line(ok: bool, message: impl Into<String>) -> Result<Response, PageError> {
+    render(ResultLine {
+        ok,
+        message: message.into(),
+    })
+}
+
 pub(crate) fn render_form(
     template: impl askama::Template,
     failed: bool,

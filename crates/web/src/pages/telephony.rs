@@ -17,27 +17,15 @@ use rop_integrations::zadarma::{ZadarmaActionError, ZadarmaSettings, ZadarmaSett
 use serde::Deserialize;
 
 use super::settings::base_url;
-use super::{all_fields, audit, field, form_fields, render, render_form, when, Chrome, Names};
+use super::{
+    all_fields, audit, field, form_fields, render, render_form, result_line, when, Chrome, Names,
+};
 use crate::access::Viewer;
 use crate::error::PageError;
 use crate::WebState;
 
 const JOURNAL_PAGE: u32 = 100;
 const CLIENTS_PAGE: u32 = 100;
-
-#[derive(Template)]
-#[template(path = "settings/result.html")]
-struct ResultLine {
-    ok: bool,
-    message: String,
-}
-
-fn result_line(ok: bool, message: impl Into<String>) -> Result<Response, PageError> {
-    render(ResultLine {
-        ok,
-        message: message.into(),
-    })
-}
 
 fn action_error(error: ZadarmaActionError) -> Result<String, PageError> {
     match error {
