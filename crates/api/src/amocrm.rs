@@ -19,6 +19,7 @@ use utoipa::ToSchema;
 
 use crate::error::{parse_json, ApiError};
 use crate::AppState;
+use rop_integrations::exports::ExportView as Export;
 
 impl From<AmocrmActionError> for ApiError {
     fn from(error: AmocrmActionError) -> Self {
@@ -207,7 +208,7 @@ pub async fn put_amocrm_users(
         mapping.insert(id, manager);
     }
     state.integrations.amocrm.map_users(&mapping).await?;
-    let details = rop_integrations::amocrm::users_details(&mapping);
+    let details = rop_integrations::crm::mapping_details(&mapping);
     state.audit("amocrm.users", "amocrm", details).await?;
     Ok(Json(current(&state).await?))
 }
@@ -216,7 +217,7 @@ pub async fn put_amocrm_users(
     get,
     path = "/api/v1/integrations/amocrm/exports",
     tag = "integrations",
-    responses((status = 200, description = "Exports, newest first, with progress", body = [ExportView])),
+    responses((status = 200, description = "Exports, newest first, with progress", body = [Export<ExportRequest>])),
     security(("api_key" = []), ("api_key_header" = []), ("bearer" = []))
 )]
 pub async fn list_amocrm_exports(
@@ -231,7 +232,7 @@ pub async fn list_amocrm_exports(
     tag = "integrations",
     request_body = ExportRequest,
     responses(
-        (status = 202, description = "Export queued; poll it for progress", body = ExportView),
+        (status = 202, description = "Export queued; poll it for progress", body = Export<ExportRequest>),
         (status = 400, description = "invalid_request naming the field", body = crate::error::ErrorBody),
         (status = 409, description = "not_connected, or export_running", body = crate::error::ErrorBody),
     ),
@@ -268,7 +269,7 @@ async fn export_or_404(state: &AppState, id: i64) -> Result<ExportView, ApiError
     tag = "integrations",
     params(("id" = i64, Path, description = "Export id")),
     responses(
-        (status = 200, description = "The export with its progress", body = ExportView),
+        (status = 200, description = "The export with its progress", body = Export<ExportRequest>),
         (status = 404, description = "export_not_found", body = crate::error::ErrorBody),
     ),
     security(("api_key" = []), ("api_key_header" = []), ("bearer" = []))
@@ -286,7 +287,7 @@ pub async fn get_amocrm_export(
     tag = "integrations",
     params(("id" = i64, Path, description = "Export id")),
     responses(
-        (status = 200, description = "Stopped (or already over); calls imported so far stay", body = ExportView),
+        (status = 200, description = "Stopped (or already over); calls imported so far stay", body = Export<ExportRequest>),
         (status = 404, description = "export_not_found", body = crate::error::ErrorBody),
     ),
     security(("api_key" = []), ("api_key_header" = []), ("bearer" = []))

@@ -135,7 +135,7 @@ fn unreadable(status: StatusCode, text: String) -> ApiError {
 }
 
 /// A form body, URL-encoded or multipart (some senders use the latter).
-async fn read_fields(request: Request) -> Result<Vec<(String, String)>, ApiError> {
+pub(crate) async fn read_fields(request: Request) -> Result<Vec<(String, String)>, ApiError> {
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)

@@ -3,6 +3,7 @@
 
 mod amocrm;
 mod auth;
+mod bitrix24;
 mod cache;
 mod calls;
 mod definitions;
@@ -143,6 +144,16 @@ impl AppState {
         amocrm::start_amocrm_export,
         amocrm::get_amocrm_export,
         amocrm::stop_amocrm_export,
+        bitrix24::get_bitrix24,
+        bitrix24::put_bitrix24,
+        bitrix24::check_bitrix24,
+        bitrix24::bitrix24_consent_url,
+        bitrix24::bitrix24_sign_in,
+        bitrix24::put_bitrix24_users,
+        bitrix24::list_bitrix24_exports,
+        bitrix24::start_bitrix24_export,
+        bitrix24::get_bitrix24_export,
+        bitrix24::stop_bitrix24_export,
         openapi_json,
         ops::healthz,
         ops::readyz,
@@ -296,6 +307,34 @@ pub fn router(state: AppState, pages: Router) -> Router {
             "/integrations/amocrm/exports/{id}/stop",
             post(amocrm::stop_amocrm_export),
         )
+        .route(
+            "/integrations/bitrix24",
+            get(bitrix24::get_bitrix24).put(bitrix24::put_bitrix24),
+        )
+        .route(
+            "/integrations/bitrix24/check",
+            post(bitrix24::check_bitrix24),
+        )
+        .route(
+            "/integrations/bitrix24/oauth",
+            get(bitrix24::bitrix24_consent_url).post(bitrix24::bitrix24_sign_in),
+        )
+        .route(
+            "/integrations/bitrix24/users",
+            put(bitrix24::put_bitrix24_users),
+        )
+        .route(
+            "/integrations/bitrix24/exports",
+            get(bitrix24::list_bitrix24_exports).post(bitrix24::start_bitrix24_export),
+        )
+        .route(
+            "/integrations/bitrix24/exports/{id}",
+            get(bitrix24::get_bitrix24_export),
+        )
+        .route(
+            "/integrations/bitrix24/exports/{id}/stop",
+            post(bitrix24::stop_bitrix24_export),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_api_key,
@@ -309,6 +348,12 @@ pub fn router(state: AppState, pages: Router) -> Router {
         .route(
             "/exec/Zadarma.notify",
             any(integrations::zadarma_notify)
+                .layer(DefaultBodyLimit::max(integrations::NOTIFY_BODY_LIMIT)),
+        )
+        // Bitrix24 authenticates by the application token in the event.
+        .route(
+            "/exec/Bitrix24.event",
+            any(bitrix24::bitrix24_event)
                 .layer(DefaultBodyLimit::max(integrations::NOTIFY_BODY_LIMIT)),
         )
         .route("/healthz", get(ops::healthz))

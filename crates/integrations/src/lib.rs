@@ -9,7 +9,11 @@
 //! ordinary call (`intake`). Nothing here touches the pipeline's steps.
 
 pub mod amocrm;
+pub mod bitrix24;
+pub mod crm;
+pub mod exports;
 mod intake;
+pub mod summary;
 pub mod tasks;
 pub mod zadarma;
 
@@ -20,6 +24,17 @@ use rop_domain::Store;
 use rop_fetch::AudioClients;
 
 pub use tasks::TaskWorker;
+
+/// The last four characters of a secret behind dots, enough to tell which
+/// one is stored; what every settings page and log line shows of a secret.
+pub fn mask(secret: &str) -> String {
+    let chars: Vec<char> = secret.chars().collect();
+    if chars.len() <= 8 {
+        return "••••".to_owned();
+    }
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("••••{tail}")
+}
 
 /// What every integration needs from the installation.
 #[derive(Clone)]
@@ -47,13 +62,15 @@ impl Context {
 pub struct Integrations {
     pub zadarma: zadarma::Zadarma,
     pub amocrm: amocrm::Amocrm,
+    pub bitrix24: bitrix24::Bitrix24,
 }
 
 impl Integrations {
     pub fn new(context: Context) -> Self {
         Self {
             zadarma: zadarma::Zadarma::new(context.clone()),
-            amocrm: amocrm::Amocrm::new(context),
+            amocrm: amocrm::Amocrm::new(context.clone()),
+            bitrix24: bitrix24::Bitrix24::new(context),
         }
     }
 }

@@ -233,6 +233,7 @@ impl Core {
             vec![
                 Arc::new(integrations.zadarma.clone()),
                 Arc::new(integrations.amocrm.clone()),
+                Arc::new(integrations.bitrix24.clone()),
             ],
         )
     }

@@ -1,5 +1,5 @@
-//! `rop amocrm …`: the amoCRM connection check and the export from the
-//! command line. The export itself runs in the task worker of `rop serve`
+//! `rop amocrm …` and `rop bitrix24 …`: the connection check and the
+//! export from the command line. The export itself runs in the task worker of `rop serve`
 //! or `rop worker`, as one started from the interface does; the command
 //! queues it, or stops it, and shows its progress.
 
@@ -9,6 +9,8 @@ use anyhow::{bail, Context};
 use chrono::NaiveDate;
 use clap::{Subcommand, ValueEnum};
 use rop_integrations::amocrm::{ExportDirection, ExportRequest, ExportView};
+use rop_integrations::bitrix24::{B24ExportRequest, B24ExportView};
+use rop_integrations::exports::ExportProgress;
 
 use crate::config::Config;
 
@@ -48,6 +50,31 @@ pub enum AmocrmCommand {
     Stop { id: i64 },
 }
 
+#[derive(Subcommand)]
+pub enum Bitrix24Command {
+    /// Check the connection and load the portal's users.
+    Check,
+    /// Start an export of recorded calls into the analysis and follow it.
+    Export {
+        /// Calls from this day on (YYYY-MM-DD).
+        #[arg(long)]
+        from: NaiveDate,
+        /// Portal user ids whose calls to take (repeat; none: everyone's).
+        #[arg(long = "user", value_name = "ID")]
+        users: Vec<i64>,
+        /// Shortest call to take, seconds [default: the settings' minimum].
+        #[arg(long)]
+        min_duration: Option<u32>,
+        /// Return at once instead of printing progress until it ends.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// List exports with their progress.
+    Exports,
+    /// Stop a running export; calls imported so far stay.
+    Stop { id: i64 },
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 pub enum CliDirection {
     All,
@@ -55,26 +82,66 @@ pub enum CliDirection {
     Incoming,
 }
 
-fn line(export: &ExportView) -> String {
-    let progress = &export.progress;
+fn line(
+    id: i64,
+    period: &str,
+    state: rop_domain::TaskState,
+    progress: &ExportProgress,
+    error: Option<&String>,
+) -> String {
     let mut text = format!(
-        "выгрузка {}: {} — {}, {:?}; найдено {}, загружено {}, пропущено {}, ошибок {}",
-        export.id,
-        export.request.date_from,
-        export.request.date_to,
-        export.state,
-        progress.found,
-        progress.imported,
-        progress.skipped,
-        progress.failed
+        "выгрузка {id}: {period}, {state:?}; найдено {}, загружено {}, пропущено {}, ошибок {}",
+        progress.found, progress.imported, progress.skipped, progress.failed
     );
-    if let Some(error) = export.error.as_ref().or(progress.last_error.as_ref()) {
+    if let Some(error) = error.or(progress.last_error.as_ref()) {
         text.push_str(&format!("; последняя ошибка: {error}"));
     }
     text
 }
 
-pub async fn run(command: AmocrmCommand, config: &Config) -> anyhow::Result<()> {
+fn amocrm_line(export: &ExportView) -> String {
+    let period = format!("{} — {}", export.request.date_from, export.request.date_to);
+    line(
+        export.id,
+        &period,
+        export.state,
+        &export.progress,
+        export.error.as_ref(),
+    )
+}
+
+fn bitrix24_line(export: &B24ExportView) -> String {
+    let period = format!("с {}", export.request.date_from);
+    line(
+        export.id,
+        &period,
+        export.state,
+        &export.progress,
+        export.error.as_ref(),
+    )
+}
+
+/// Prints the progress whenever it changes, until the export is over.
+async fn follow<F, Fut>(mut current: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<(String, bool)>>,
+{
+    let mut last = String::new();
+    loop {
+        let (now, active) = current().await?;
+        if now != last {
+            eprintln!("{now}");
+            last = now;
+        }
+        if !active {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+pub async fn run_amocrm(command: AmocrmCommand, config: &Config) -> anyhow::Result<()> {
     let integrations = crate::app::open_integrations(config).await?;
     let amocrm = &integrations.amocrm;
     match command {
@@ -114,7 +181,12 @@ pub async fn run(command: AmocrmCommand, config: &Config) -> anyhow::Result<()> 
                 export.id
             );
             if !detach {
-                follow(amocrm, export.id).await?;
+                let id = export.id;
+                follow(|| async move {
+                    let export = amocrm.export(id).await?.context("the export is gone")?;
+                    Ok((amocrm_line(&export), export.is_active()))
+                })
+                .await?;
             }
         }
         AmocrmCommand::Exports => {
@@ -123,7 +195,7 @@ pub async fn run(command: AmocrmCommand, config: &Config) -> anyhow::Result<()> 
                 println!("Выгрузок ещё не было.");
             }
             for export in exports {
-                println!("{}", line(&export));
+                println!("{}", amocrm_line(&export));
             }
         }
         AmocrmCommand::Stop { id } => {
@@ -137,19 +209,59 @@ pub async fn run(command: AmocrmCommand, config: &Config) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Prints the progress whenever it changes, until the export is over.
-async fn follow(amocrm: &rop_integrations::amocrm::Amocrm, id: i64) -> anyhow::Result<()> {
-    let mut last = String::new();
-    loop {
-        let export = amocrm.export(id).await?.context("the export is gone")?;
-        let now = line(&export);
-        if now != last {
-            eprintln!("{now}");
-            last = now;
+pub async fn run_bitrix24(command: Bitrix24Command, config: &Config) -> anyhow::Result<()> {
+    let integrations = crate::app::open_integrations(config).await?;
+    let bitrix24 = &integrations.bitrix24;
+    match command {
+        Bitrix24Command::Check => {
+            let found = bitrix24.check().await?;
+            println!(
+                "Подключение к Bitrix24 работает: сотрудников {}",
+                found.users
+            );
         }
-        if !export.is_active() {
-            return Ok(());
+        Bitrix24Command::Export {
+            from,
+            users,
+            min_duration,
+            detach,
+        } => {
+            let export = bitrix24
+                .start_export(B24ExportRequest {
+                    date_from: from,
+                    user_ids: users,
+                    min_duration_secs: min_duration,
+                })
+                .await?;
+            println!(
+                "Выгрузка {} запущена; её выполняет работающий `rop serve` или `rop worker`.",
+                export.id
+            );
+            if !detach {
+                let id = export.id;
+                follow(|| async move {
+                    let export = bitrix24.export(id).await?.context("the export is gone")?;
+                    Ok((bitrix24_line(&export), export.is_active()))
+                })
+                .await?;
+            }
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        Bitrix24Command::Exports => {
+            let exports = bitrix24.exports(20).await?;
+            if exports.is_empty() {
+                println!("Выгрузок ещё не было.");
+            }
+            for export in exports {
+                println!("{}", bitrix24_line(&export));
+            }
+        }
+        Bitrix24Command::Stop { id } => {
+            if bitrix24.stop_export(id).await? {
+                println!("Выгрузка {id} остановлена.");
+            } else {
+                bail!("выгрузки {id} нет или она уже закончилась");
+            }
+        }
     }
+    Ok(())
 }

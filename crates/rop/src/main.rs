@@ -78,6 +78,9 @@ enum Command {
     /// amoCRM: check the connection, export calls, follow or stop an export.
     #[command(subcommand)]
     Amocrm(rop::crm::AmocrmCommand),
+    /// Bitrix24: check the connection, export calls, follow or stop an export.
+    #[command(subcommand)]
+    Bitrix24(rop::crm::Bitrix24Command),
 }
 
 #[derive(Subcommand)]
@@ -211,7 +214,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             password_stdin,
         }) => create_admin(config, username, password_stdin).await,
         Command::Models(command) => models(command, &config).await,
-        Command::Amocrm(command) => rop::crm::run(command, &config).await,
+        Command::Amocrm(command) => rop::crm::run_amocrm(command, &config).await,
+        Command::Bitrix24(command) => rop::crm::run_bitrix24(command, &config).await,
         Command::Transcribe {
             files,
             manager_channel,

@@ -256,6 +256,34 @@ pub fn router(state: WebState) -> Router {
             post(pages::amocrm::stop_export),
         )
         .route(
+            "/settings/integrations/bitrix24",
+            get(pages::bitrix24::show).post(pages::bitrix24::save),
+        )
+        .route(
+            "/settings/integrations/bitrix24/check",
+            post(pages::bitrix24::check),
+        )
+        .route(
+            "/settings/integrations/bitrix24/sign-in",
+            post(pages::bitrix24::sign_in),
+        )
+        .route(
+            "/settings/integrations/bitrix24/oauth",
+            get(pages::bitrix24::oauth_return),
+        )
+        .route(
+            "/settings/integrations/bitrix24/users",
+            post(pages::bitrix24::save_users),
+        )
+        .route(
+            "/settings/integrations/bitrix24/exports",
+            post(pages::bitrix24::start_export),
+        )
+        .route(
+            "/settings/integrations/bitrix24/exports/{id}/stop",
+            post(pages::bitrix24::stop_export),
+        )
+        .route(
             "/settings/clients",
             get(pages::telephony::clients).post(pages::telephony::save_client),
         )

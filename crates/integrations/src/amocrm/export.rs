@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 
 use super::client::{AmocrmClient, AmocrmError, CallNote, CallParams, Lead, Pipeline};
 use super::settings::AmocrmSettings;
+use crate::exports::ExportProgress;
 use crate::intake::{submit, ImportedCall};
 
 /// The metadata key of the export that imported a call.
@@ -127,23 +128,6 @@ impl ExportRequest {
             ExportDirection::Outgoing => &["call_out"],
         }
     }
-}
-
-/// The counters the interface shows.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct ExportProgress {
-    /// Call notes of the period read so far.
-    pub found: u64,
-    /// Handed to the pipeline.
-    pub imported: u64,
-    /// Left out: another user, direction or duration, no recording, or
-    /// imported before.
-    pub skipped: u64,
-    /// Could not be imported (a broken link, a refusal).
-    pub failed: u64,
-    /// Where the export is: `leads`, `contacts`, `companies`, `done`.
-    pub stage: String,
-    pub last_error: Option<String>,
 }
 
 /// The task's payload: the request, where it stopped, what it counted.

@@ -7,16 +7,17 @@ mod client;
 mod export;
 mod service;
 mod settings;
-mod write_back;
 
+pub use crate::exports::ExportProgress;
+pub use crate::summary::WriteValue;
 pub use client::{AmocrmClient, AmocrmError};
-pub use export::{ExportDirection, ExportProgress, ExportRequest};
+pub use export::{ExportDirection, ExportRequest};
 pub use service::{
     AccountCheck, Amocrm, AmocrmActionError, ExportView, EXPORT_TASK, WRITE_BACK_TASK,
 };
 pub use settings::{
-    is_mapping_source, users_details, AmocrmSettings, AmocrmSettingsUpdate, AmocrmSettingsView,
-    AmocrmUser, AuthMode, FieldMapping, FieldUpdate, WriteValue,
+    is_mapping_source, AmocrmSettings, AmocrmSettingsUpdate, AmocrmSettingsView, AuthMode,
+    FieldMapping, FieldUpdate,
 };
 
 #[cfg(test)]

@@ -5,29 +5,24 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use rop_domain::integrations::{crm_metadata, setting_keys};
-use rop_domain::{
-    CallId, ClaimedTask, ManagerId, NewCallEvent, NewTask, StoreError, TaskOutcome, TaskRecord,
-    TaskState,
-};
+use rop_domain::{CallId, ClaimedTask, ManagerId, NewCallEvent, StoreError, TaskOutcome};
 use serde::Serialize;
 use url::Url;
 use utoipa::ToSchema;
 
 use super::auth::Tokens;
 use super::client::{AmocrmClient, AmocrmError, Pacer};
-use super::export::{ExportProgress, ExportRequest, ExportState, PageRun};
-use super::settings::{AmocrmSettings, AmocrmSettingsUpdate, AmocrmUser, AuthMode};
-use super::write_back::{field_value, note_text};
+use super::export::{ExportRequest, ExportState, PageRun};
+use super::settings::{AmocrmSettings, AmocrmSettingsUpdate, AuthMode};
+use crate::exports::{ExportPayload, ExportProgress, Exports};
+use crate::summary::{field_value, note_text};
 use crate::tasks::{backoff, TaskHandler};
 use crate::Context;
 
 pub const EXPORT_TASK: &str = "amocrm.export";
 pub const WRITE_BACK_TASK: &str = "amocrm.write_back";
-const EXPORT_ATTEMPTS: u32 = 10;
-/// How long an export page may take before another worker may take over.
-const EXPORT_LEASE_SECS: i64 = 300;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AmocrmActionError {
@@ -50,35 +45,16 @@ pub struct AccountCheck {
     pub pipelines: usize,
 }
 
-/// An export as the interface shows it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ExportView {
-    pub id: i64,
-    pub state: TaskState,
-    pub request: ExportRequest,
-    pub progress: ExportProgress,
-    /// Why the last attempt failed.
-    pub error: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
+/// An amoCRM export as the interface shows it.
+pub type ExportView = crate::exports::ExportView<ExportRequest>;
 
-impl ExportView {
-    fn of(task: TaskRecord) -> Option<Self> {
-        let state: ExportState = serde_json::from_str(&task.payload).ok()?;
-        Some(Self {
-            id: task.id,
-            state: task.state,
-            request: state.request,
-            progress: state.progress,
-            error: task.last_error,
-            created_at: task.created_at,
-            updated_at: task.updated_at,
-        })
+impl ExportPayload for ExportState {
+    type Request = ExportRequest;
+    fn request(&self) -> &ExportRequest {
+        &self.request
     }
-
-    pub fn is_active(&self) -> bool {
-        matches!(self.state, TaskState::Queued | TaskState::Running)
+    fn progress(&self) -> &ExportProgress {
+        &self.progress
     }
 }
 
@@ -217,13 +193,14 @@ impl Amocrm {
                     state.as_bytes(),
                     expected.as_bytes(),
                 ));
+            // Spent either way: a state answers one sign-in.
+            self.save(&settings).await?;
             if !matches {
                 return Err(AmocrmActionError::Invalid(
                     "state",
                     "Ответ amoCRM не к нашему запросу входа — начните вход заново".into(),
                 ));
             }
-            self.save(&settings).await?;
         }
         let http = self.context.http().await?;
         self.tokens(&settings, http).exchange_code(code).await?;
@@ -240,18 +217,8 @@ impl Amocrm {
         let pipelines = client.pipelines().await?;
         // Re-read: the settings may have changed during the requests.
         let mut settings = self.settings().await?;
-        settings.users = users
-            .iter()
-            .map(|user| AmocrmUser {
-                id: user.id,
-                name: user.name.clone(),
-                manager_id: settings
-                    .users
-                    .iter()
-                    .find(|u| u.id == user.id)
-                    .and_then(|u| u.manager_id.clone()),
-            })
-            .collect();
+        let found = users.iter().map(|u| (u.id, u.name.clone())).collect();
+        settings.users = crate::crm::refreshed(&settings.users, found);
         self.save(&settings).await?;
         Ok(AccountCheck {
             users: users.len(),
@@ -266,47 +233,33 @@ impl Amocrm {
         mapping: &BTreeMap<i64, Option<ManagerId>>,
     ) -> Result<AmocrmSettings, AmocrmActionError> {
         let mut settings = self.settings().await?;
-        for (id, manager_id) in mapping {
-            let user = settings
-                .users
-                .iter_mut()
-                .find(|u| u.id == *id)
-                .ok_or_else(|| {
-                    AmocrmActionError::Invalid(
-                        "users",
-                        format!("Пользователя amoCRM {id} нет — нажмите «Проверить подключение»"),
-                    )
-                })?;
-            user.manager_id = manager_id.clone();
-        }
+        crate::crm::map(&mut settings.users, mapping).map_err(|id| {
+            AmocrmActionError::Invalid(
+                "users",
+                format!("Пользователя amoCRM {id} нет — нажмите «Проверить подключение»"),
+            )
+        })?;
         self.save(&settings).await?;
         Ok(settings)
     }
 
+    fn queue(&self) -> Exports<'_> {
+        Exports {
+            store: self.context.store.as_ref(),
+            kind: EXPORT_TASK,
+        }
+    }
+
     /// Exports newest first.
     pub async fn exports(&self, limit: u32) -> Result<Vec<ExportView>, StoreError> {
-        Ok(self
-            .context
-            .store
-            .tasks(EXPORT_TASK, limit)
-            .await?
-            .into_iter()
-            .filter_map(ExportView::of)
-            .collect())
+        self.queue().list::<ExportState>(limit).await
     }
 
     pub async fn export(&self, id: i64) -> Result<Option<ExportView>, StoreError> {
-        Ok(self
-            .context
-            .store
-            .task(id)
-            .await?
-            .filter(|task| task.kind == EXPORT_TASK)
-            .and_then(ExportView::of))
+        self.queue().get::<ExportState>(id).await
     }
 
-    /// «Начать выгрузку». One export at a time: two would read the same
-    /// pages and share amoCRM's 7 requests a second.
+    /// «Начать выгрузку», one at a time.
     pub async fn start_export(
         &self,
         request: ExportRequest,
@@ -328,41 +281,15 @@ impl Amocrm {
                 format!("Пользователя amoCRM {user} нет в аккаунте"),
             ));
         }
-        if self.exports(5).await?.iter().any(ExportView::is_active) {
+        if self.queue().running().await? {
             return Err(AmocrmActionError::ExportRunning);
         }
-        let state = ExportState::new(request);
-        let now = Utc::now();
-        let payload = serde_json::to_string(&state).map_err(rop_domain::store::backend_error)?;
-        self.context
-            .store
-            .enqueue_task(
-                &NewTask {
-                    kind: EXPORT_TASK.to_owned(),
-                    key: state.run.clone(),
-                    payload,
-                    due_at: now,
-                    max_attempts: EXPORT_ATTEMPTS,
-                },
-                now,
-            )
-            .await?;
-        let started = self
-            .exports(5)
-            .await?
-            .into_iter()
-            .find(|export| export.is_active())
-            .ok_or_else(|| StoreError::Backend("the export just queued is gone".into()))?;
-        tracing::info!(export = started.id, "amoCRM export started");
-        Ok(started)
+        Ok(self.queue().queue(&ExportState::new(request)).await?)
     }
 
     /// «Остановить выгрузку»; `false` when it is already over.
     pub async fn stop_export(&self, id: i64) -> Result<bool, StoreError> {
-        if self.export(id).await?.is_none() {
-            return Ok(false);
-        }
-        self.context.store.cancel_task(id, Utc::now()).await
+        self.queue().stop(id).await
     }
 
     async fn run_export(&self, task: &ClaimedTask) -> TaskOutcome {
@@ -407,22 +334,7 @@ impl Amocrm {
             if let Err(error) = &read {
                 state.progress.last_error = Some(error.to_string());
             }
-            let now = Utc::now();
-            let saved = match serde_json::to_string(&state) {
-                Ok(payload) => self
-                    .context
-                    .store
-                    .save_task_progress(
-                        task,
-                        &payload,
-                        now + chrono::Duration::seconds(EXPORT_LEASE_SECS),
-                        now,
-                    )
-                    .await
-                    .map_err(|e| e.to_string()),
-                Err(error) => Err(error.to_string()),
-            };
-            match saved {
+            match self.queue().save(task, &state).await {
                 Ok(true) => {}
                 // Stopped by an administrator (or taken over): nothing more.
                 Ok(false) => return TaskOutcome::Done,

@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 use utoipa::ToSchema;
 
-use crate::zadarma::mask;
+use crate::crm::CrmUser;
+use crate::mask;
+use crate::summary::WriteValue;
 
 /// How we authenticate to amoCRM (integrations.md §2.1).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -36,7 +38,7 @@ pub struct AmocrmSettings {
     pub long_lived_token: String,
     /// The account's users, from «Проверить подключение», each with the
     /// employee whose calls they are.
-    pub users: Vec<AmocrmUser>,
+    pub users: Vec<CrmUser>,
     /// amoCRM values copied into each imported call's metadata.
     pub field_mapping: Vec<FieldMapping>,
     /// After analysis, a note with the checklist summary on the deal.
@@ -80,13 +82,6 @@ impl std::fmt::Debug for AmocrmSettings {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct AmocrmUser {
-    pub id: i64,
-    pub name: String,
-    pub manager_id: Option<ManagerId>,
-}
-
 /// Where an imported call's metadata value comes from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct FieldMapping {
@@ -96,16 +91,6 @@ pub struct FieldMapping {
     pub amocrm: String,
     /// The metadata key it is stored under.
     pub key: String,
-}
-
-/// What a lead field receives after analysis.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum WriteValue {
-    /// The average completion of the call's checklists, `87`.
-    Score,
-    /// Each checklist's name and score on one line.
-    Summary,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -124,7 +109,7 @@ pub struct AmocrmSettingsView {
     pub client_secret: Option<String>,
     pub redirect_uri: String,
     pub long_lived_token: Option<String>,
-    pub users: Vec<AmocrmUser>,
+    pub users: Vec<CrmUser>,
     pub field_mapping: Vec<FieldMapping>,
     pub write_note: bool,
     pub field_updates: Vec<FieldUpdate>,
@@ -176,17 +161,9 @@ impl AmocrmSettings {
             }
     }
 
-    /// The employee whose calls an amoCRM user makes: the mapped one, or
-    /// `amocrm-<id>` until someone maps it.
+    /// The employee whose calls an amoCRM user makes.
     pub fn manager_of(&self, user_id: i64) -> ManagerId {
-        self.users
-            .iter()
-            .find(|u| u.id == user_id)
-            .and_then(|u| u.manager_id.clone())
-            .unwrap_or_else(|| {
-                ManagerId::parse(&format!("amocrm-{user_id}"))
-                    .expect("a prefix and digits make a valid id")
-            })
+        crate::crm::manager_of(&self.users, "amocrm", user_id)
     }
 
     pub fn view(&self) -> AmocrmSettingsView {
@@ -377,15 +354,6 @@ impl AmocrmSettings {
     }
 }
 
-/// The audit line of a users' mapping: `11 → anna, 12 → —`.
-pub fn users_details(mapping: &std::collections::BTreeMap<i64, Option<ManagerId>>) -> String {
-    mapping
-        .iter()
-        .map(|(id, manager)| format!("{id} → {}", manager.as_ref().map_or("—", ManagerId::as_str)))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -469,7 +437,7 @@ mod tests {
     #[test]
     fn unmapped_users_get_their_own_id() {
         let mut settings = AmocrmSettings::default();
-        settings.users.push(AmocrmUser {
+        settings.users.push(CrmUser {
             id: 7,
             name: "Анна".into(),
             manager_id: Some(ManagerId::parse("anna").unwrap()),

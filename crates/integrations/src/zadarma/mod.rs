@@ -12,7 +12,7 @@ pub use service::{
     NotificationRefused, NotifyReply, WebrtcLogin, Zadarma, ZadarmaActionError, RECORDING_TASK,
 };
 pub use settings::{
-    mapping_details, mask, Extension, ZadarmaSettings, ZadarmaSettingsUpdate, ZadarmaSettingsView,
+    mapping_details, Extension, ZadarmaSettings, ZadarmaSettingsUpdate, ZadarmaSettingsView,
     DEFAULT_API_URL,
 };
 pub use signature::{authorization, notification_signature, query_string, verify_notification};

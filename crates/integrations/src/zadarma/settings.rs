@@ -1,6 +1,8 @@
 //! Zadarma's settings (Настройки → Интеграции → Zadarma, seed 004 §2–3).
 
 use rop_domain::ManagerId;
+
+use crate::mask;
 use serde::{Deserialize, Serialize};
 use url::Url;
 use utoipa::ToSchema;
@@ -249,17 +251,6 @@ fn yes() -> bool {
 
 fn default_ring() -> u32 {
     20
-}
-
-/// The last four characters of a secret behind dots, enough to tell which
-/// one is stored.
-pub fn mask(secret: &str) -> String {
-    let chars: Vec<char> = secret.chars().collect();
-    if chars.len() <= 8 {
-        return "••••".to_owned();
-    }
-    let tail: String = chars[chars.len() - 4..].iter().collect();
-    format!("••••{tail}")
 }
 
 #[cfg(test)]

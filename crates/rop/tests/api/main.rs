@@ -6,6 +6,7 @@ mod helpers;
 mod amocrm;
 mod analysis;
 mod auth;
+mod bitrix24;
 mod blob_s3;
 mod calls;
 mod fileserver;

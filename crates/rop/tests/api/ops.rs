@@ -89,6 +89,25 @@ async fn openapi_documents_every_endpoint(backend: Backend) {
         );
     }
     assert!(doc["components"]["securitySchemes"]["api_key"].is_object());
+    // Each CRM's export is documented with its own request.
+    let export_schema = |crm: &str| {
+        let response = &doc["paths"][format!("/api/v1/integrations/{crm}/exports/{{id}}")]["get"]
+            ["responses"]["200"]["content"]["application/json"]["schema"];
+        let reference = response["$ref"].as_str().unwrap_or_default();
+        let name = reference.rsplit('/').next().unwrap_or_default().to_owned();
+        let schema = doc["components"]["schemas"][&name].clone();
+        assert!(schema.is_object(), "{crm}: {response}");
+        schema.to_string()
+    };
+    let (amocrm, bitrix24) = (export_schema("amocrm"), export_schema("bitrix24"));
+    assert!(
+        amocrm.contains("date_to") && amocrm.contains("reexport"),
+        "{amocrm}"
+    );
+    assert!(
+        !bitrix24.contains("date_to") && bitrix24.contains("min_duration_secs"),
+        "{bitrix24}"
+    );
 }
 
 async fn unknown_routes_and_methods_answer_json(backend: Backend) {

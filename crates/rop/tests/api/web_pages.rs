@@ -331,6 +331,21 @@ async fn every_page_answers_each_role_as_specified(backend: Backend) {
             &[("date_from", "2024-05-01"), ("date_to", "2024-05-31")],
         ),
         ("/settings/integrations/amocrm/exports/1/stop", &[]),
+        (
+            "/settings/integrations/bitrix24",
+            &[
+                ("enabled", "on"),
+                ("webhook_url", "https://acme.bitrix24.ru/rest/1/secret/"),
+            ],
+        ),
+        ("/settings/integrations/bitrix24/check", &[]),
+        ("/settings/integrations/bitrix24/sign-in", &[]),
+        ("/settings/integrations/bitrix24/users", &[("user_1", "m1")]),
+        (
+            "/settings/integrations/bitrix24/exports",
+            &[("date_from", "2024-05-01")],
+        ),
+        ("/settings/integrations/bitrix24/exports/1/stop", &[]),
     ];
     for (path, form) in posts {
         for browser in &browsers[1..] {
@@ -339,7 +354,11 @@ async fn every_page_answers_each_role_as_specified(backend: Backend) {
     }
     assert!(app.store.checklists().await.unwrap().is_empty());
     assert!(app.store.clients(None, 0, 10).await.unwrap().is_empty());
-    for key in ["integration.zadarma", "integration.amocrm"] {
+    for key in [
+        "integration.zadarma",
+        "integration.amocrm",
+        "integration.bitrix24",
+    ] {
         assert!(app.store.setting(key).await.unwrap().is_none(), "{key}");
     }
     assert!(app
@@ -1166,6 +1185,138 @@ async fn amocrm_is_connected_and_exported_in_the_interface(backend: Backend) {
     assert!(audit.iter().all(|e| !e.details.contains(CLIENT_SECRET)));
 }
 
+/// Настройки → Интеграции → Bitrix24 as an administrator uses it: the
+/// webhook saved with its secret never shown, the check and the users'
+/// mapping, the event address, and an export started and stopped.
+async fn bitrix24_is_connected_and_exported_in_the_interface(backend: Backend) {
+    use rop_testkit::bitrix24::{B24User, Bitrix24Double};
+    let app = spawn_app(backend).await;
+    company(&app).await;
+    let bitrix = Bitrix24Double::start().await;
+    bitrix.add_user(B24User {
+        id: 1,
+        name: "Анна".into(),
+        last_name: "Смирнова".into(),
+        email: "anna@example.ru".into(),
+        inner_phone: None,
+    });
+    let admin = login(&app, "boss").await;
+    let webhook = bitrix.webhook_url();
+    let secret = webhook
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let form = [
+        ("enabled", "on"),
+        ("auth_mode", "webhook"),
+        ("webhook_url", webhook.as_str()),
+        ("application_token", "app-token-123456"),
+        ("realtime", "on"),
+        ("min_duration_secs", "30"),
+        ("write_comment", "on"),
+    ];
+    let mut bad = form.to_vec();
+    bad[5] = ("min_duration_secs", "полминуты");
+    assert_eq!(
+        admin
+            .post("/settings/integrations/bitrix24", &bad)
+            .await
+            .status(),
+        400
+    );
+    assert!(app
+        .store
+        .setting("integration.bitrix24")
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        admin
+            .post("/settings/integrations/bitrix24", &form)
+            .await
+            .status(),
+        303
+    );
+    let html = admin
+        .get("/settings/integrations/bitrix24")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!html.contains(&secret) && !html.contains("app-token-123456"));
+    assert!(html.contains("/exec/Bitrix24.event"));
+    let line = admin
+        .post("/settings/integrations/bitrix24/check", &[])
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(line.contains("Подключение работает"), "{line}");
+    let response = admin
+        .post("/settings/integrations/bitrix24/users", &[("user_1", "m1")])
+        .await;
+    assert_eq!(response.status(), 303);
+    let html = admin
+        .get("/settings/integrations/bitrix24")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("Анна Смирнова"));
+
+    let response = admin
+        .post(
+            "/settings/integrations/bitrix24/exports",
+            &[("date_from", "завтра")],
+        )
+        .await;
+    assert_eq!(response.status(), 400);
+    let response = admin
+        .post(
+            "/settings/integrations/bitrix24/exports",
+            &[
+                ("date_from", "2026-03-01"),
+                ("user_ids", "1"),
+                ("min_duration_secs", "30"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 303);
+    let tasks = app.store.tasks("bitrix24.export", 5).await.unwrap();
+    assert_eq!(tasks.len(), 1);
+    let html = admin
+        .get("/settings/integrations/bitrix24")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("с 01.03.2026") && html.contains("Остановить выгрузку"));
+    let stop = format!(
+        "/settings/integrations/bitrix24/exports/{}/stop",
+        tasks[0].id
+    );
+    assert_eq!(admin.post(&stop, &[]).await.status(), 303);
+    let html = admin
+        .get("/settings/integrations/bitrix24")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("остановлена") && !html.contains("Остановить выгрузку"));
+    let audit = app.store.audit_entries(None, 20).await.unwrap();
+    for action in [
+        "bitrix24.update",
+        "bitrix24.users",
+        "bitrix24.export",
+        "bitrix24.export_stop",
+    ] {
+        assert!(audit.iter().any(|e| e.action == action), "{action}");
+    }
+    assert!(audit.iter().all(|e| !e.details.contains(&secret)));
+}
+
 on_both_backends!(
     every_page_answers_each_role_as_specified,
     state_changes_need_the_session_token,
@@ -1175,4 +1326,5 @@ on_both_backends!(
     users_are_managed_in_the_interface,
     telephony_is_set_up_and_used_in_the_interface,
     amocrm_is_connected_and_exported_in_the_interface,
+    bitrix24_is_connected_and_exported_in_the_interface,
 );

@@ -2,7 +2,6 @@
 //! long-lived token), «Проверить подключение», whose calls each amoCRM user
 //! makes, what goes back to the deal, and the export with its progress.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use askama::Template;
@@ -11,15 +10,15 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::NaiveDate;
-use rop_domain::{ManagerId, TaskState};
 use rop_integrations::amocrm::{
     AmocrmActionError, AmocrmSettings, AmocrmSettingsUpdate, AuthMode, ExportDirection,
     ExportRequest, ExportView, FieldMapping, FieldUpdate, WriteValue,
 };
 use serde::Deserialize;
 
+use super::crm::{manager_choices, user_mapping, ManagerChoice, UserRow};
 use super::settings::base_url;
-use super::{all_fields, audit, field, form_fields, render_form, result_line, when, Chrome, Names};
+use super::{all_fields, audit, field, form_fields, render_form, result_line, Chrome, ExportRow};
 use crate::access::Viewer;
 use crate::error::PageError;
 use crate::WebState;
@@ -31,31 +30,6 @@ fn action_error(error: AmocrmActionError) -> Result<String, PageError> {
         AmocrmActionError::Store(store) => Err(store.into()),
         other => Ok(other.to_string()),
     }
-}
-
-struct UserRow {
-    id: i64,
-    name: String,
-    manager_id: String,
-}
-
-struct Option_ {
-    id: String,
-    name: String,
-}
-
-struct ExportRow {
-    id: i64,
-    period: String,
-    state: &'static str,
-    active: bool,
-    found: u64,
-    imported: u64,
-    skipped: u64,
-    failed: u64,
-    stage: &'static str,
-    error: String,
-    started: String,
 }
 
 #[derive(Template)]
@@ -71,8 +45,9 @@ struct AmocrmPage {
     mapping_text: String,
     updates_text: String,
     users: Vec<UserRow>,
-    managers: Vec<Option_>,
+    managers: Vec<ManagerChoice>,
     exports: Vec<ExportRow>,
+    export_base: &'static str,
     live: bool,
     today: String,
     month_ago: String,
@@ -86,16 +61,6 @@ pub(crate) struct NoticeQuery {
     saved: Option<String>,
 }
 
-fn state_name(state: TaskState) -> &'static str {
-    match state {
-        TaskState::Queued => "в очереди",
-        TaskState::Running => "идёт",
-        TaskState::Done => "завершена",
-        TaskState::Failed => "ошибка",
-        TaskState::Cancelled => "остановлена",
-    }
-}
-
 fn stage_name(stage: &str) -> &'static str {
     match stage {
         "leads" => "сделки",
@@ -106,30 +71,25 @@ fn stage_name(stage: &str) -> &'static str {
 }
 
 fn export_row(state: &WebState, export: ExportView) -> ExportRow {
-    ExportRow {
-        id: export.id,
-        period: format!(
+    let active = export.is_active();
+    ExportRow::new(
+        state,
+        export.id,
+        format!(
             "{} — {}",
             export.request.date_from.format("%d.%m.%Y"),
             export.request.date_to.format("%d.%m.%Y")
         ),
-        state: state_name(export.state),
-        active: export.is_active(),
-        found: export.progress.found,
-        imported: export.progress.imported,
-        skipped: export.progress.skipped,
-        failed: export.progress.failed,
-        stage: if export.is_active() {
+        export.state,
+        if active {
             stage_name(&export.progress.stage)
         } else {
             "—"
         },
-        error: export
-            .error
-            .or(export.progress.last_error)
-            .unwrap_or_default(),
-        started: when(state, export.created_at),
-    }
+        export.progress,
+        export.error,
+        export.created_at,
+    )
 }
 
 fn mapping_text(mapping: &[FieldMapping]) -> String {
@@ -193,8 +153,6 @@ async fn page(
     error: Option<String>,
 ) -> Result<Response, PageError> {
     let amocrm = &state.integrations.amocrm;
-    let managers = state.store.managers().await?;
-    let names = Names::from(managers.clone());
     let exports: Vec<ExportRow> = amocrm
         .exports(10)
         .await?
@@ -223,24 +181,11 @@ async fn page(
             users: settings
                 .users
                 .iter()
-                .map(|u| UserRow {
-                    id: u.id,
-                    name: u.name.clone(),
-                    manager_id: u
-                        .manager_id
-                        .as_ref()
-                        .map(|m| m.as_str().to_owned())
-                        .unwrap_or_default(),
-                })
+                .map(|u| UserRow::new(u.id, &u.name, u.manager_id.as_ref()))
                 .collect(),
-            managers: managers
-                .iter()
-                .map(|m| Option_ {
-                    id: m.manager_id.as_str().to_owned(),
-                    name: names.of(&m.manager_id),
-                })
-                .collect(),
+            managers: manager_choices(state).await?,
             live: exports.iter().any(|e| e.active),
+            export_base: PAGE,
             exports,
             today: today.to_string(),
             month_ago: (today - chrono::Duration::days(30)).to_string(),
@@ -429,32 +374,16 @@ pub(crate) async fn save_users(
     viewer.require_admin()?;
     let fields = form_fields(&body);
     let amocrm = &state.integrations.amocrm;
-    let mut mapping = BTreeMap::new();
-    for (name, value) in &fields {
-        let Some(id) = name.strip_prefix("user_") else {
-            continue;
-        };
-        let parsed = id.parse::<i64>().ok().and_then(|id| match value.trim() {
-            "" => Some((id, None)),
-            manager => ManagerId::parse(manager).ok().map(|m| (id, Some(m))),
-        });
-        let Some((id, manager)) = parsed else {
-            let message = format!("Недопустимый сотрудник для пользователя {id}");
-            return page(
-                &state,
-                &viewer,
-                &headers,
-                amocrm.settings().await?,
-                None,
-                Some(message),
-            )
-            .await;
-        };
-        mapping.insert(id, manager);
-    }
+    let mapping = match user_mapping(&fields) {
+        Ok(mapping) => mapping,
+        Err(message) => {
+            let settings = amocrm.settings().await?;
+            return page(&state, &viewer, &headers, settings, None, Some(message)).await;
+        }
+    };
     match amocrm.map_users(&mapping).await {
         Ok(_) => {
-            let details = rop_integrations::amocrm::users_details(&mapping);
+            let details = rop_integrations::crm::mapping_details(&mapping);
             audit(&state, &viewer, "amocrm.users", "amocrm", details).await?;
             Ok(Redirect::to(&format!("{PAGE}?saved=users")).into_response())
         }

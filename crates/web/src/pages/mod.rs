@@ -2,7 +2,9 @@
 //! the viewer may see, and renders a template of `templates/`.
 
 pub(crate) mod amocrm;
+pub(crate) mod bitrix24;
 pub(crate) mod calls;
+pub(crate) mod crm;
 pub(crate) mod dashboard;
 pub(crate) mod definitions;
 pub(crate) mod people;
@@ -73,6 +75,56 @@ pub(crate) fn result_line(ok: bool, message: impl Into<String>) -> Result<Respon
         ok,
         message: message.into(),
     })
+}
+
+/// A CRM export in the table of its settings page.
+pub(crate) struct ExportRow {
+    pub id: i64,
+    pub period: String,
+    pub state: &'static str,
+    pub active: bool,
+    pub found: u64,
+    pub imported: u64,
+    pub skipped: u64,
+    pub failed: u64,
+    pub stage: &'static str,
+    pub error: String,
+    pub started: String,
+}
+
+impl ExportRow {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        state: &WebState,
+        id: i64,
+        period: String,
+        task_state: rop_domain::TaskState,
+        stage: &'static str,
+        progress: rop_integrations::exports::ExportProgress,
+        error: Option<String>,
+        started: DateTime<Utc>,
+    ) -> Self {
+        use rop_domain::TaskState;
+        Self {
+            id,
+            period,
+            state: match task_state {
+                TaskState::Queued => "в очереди",
+                TaskState::Running => "идёт",
+                TaskState::Done => "завершена",
+                TaskState::Failed => "ошибка",
+                TaskState::Cancelled => "остановлена",
+            },
+            active: matches!(task_state, TaskState::Queued | TaskState::Running),
+            found: progress.found,
+            imported: progress.imported,
+            skipped: progress.skipped,
+            failed: progress.failed,
+            stage,
+            error: error.or(progress.last_error).unwrap_or_default(),
+            started: when(state, started),
+        }
+    }
 }
 
 pub(crate) fn render_form(

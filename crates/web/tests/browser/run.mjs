@@ -286,7 +286,7 @@ await check("the administrator's main pages", async () => {
     ["/managers/m1", "12-manager"], ["/offices", "13-offices"], ["/offices/o1", "14-office"],
     ["/settings/engines", "15-settings-engines"], ["/settings/audit", "16-settings-audit"],
     ["/settings/integrations/zadarma", "17-settings-zadarma"], ["/settings/clients", "18-settings-clients"],
-    ["/settings/integrations/amocrm", "20-settings-amocrm"],
+    ["/settings/integrations/amocrm", "20-settings-amocrm"], ["/settings/integrations/bitrix24", "21-settings-bitrix24"],
     ["/telephony", "19-telephony"]]) {
     assert.equal(await status(page, route), 200, route);
     await shot(page, name);

@@ -1,16 +1,27 @@
-//! What an analysed call sends back to amoCRM: a note on its deal with the
-//! checklist summary, and the lead fields the administrator mapped.
+//! What an analysed call sends back to a CRM: the checklist summary as a
+//! note (amoCRM) or a timeline comment (Bitrix24), and the values of the
+//! fields an administrator mapped.
 
 use rop_domain::analysis::StageStatus;
 use rop_domain::{CallDetails, ChecklistResult};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use super::settings::WriteValue;
+/// What a CRM field receives after analysis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteValue {
+    /// The average completion of the call's checklists, `87`.
+    Score,
+    /// Each checklist's name and score on one line.
+    Summary,
+}
 
-/// amoCRM keeps notes short enough to read in the card; a long checklist
-/// is cut with a mark rather than refused.
+/// CRMs keep notes short enough to read in the card; a long checklist is
+/// cut with a mark rather than refused.
 const NOTE_LIMIT_CHARS: usize = 8000;
 
-/// The note: one block per checklist with each stage done or not.
+/// The text: one block per checklist with each stage done or not.
 pub fn note_text(call: &CallDetails) -> String {
     let mut text = format!("Цифровой РОП — анализ звонка {}\n", call.call.call_id);
     if call.checklists.is_empty() {
