@@ -15,6 +15,7 @@ pub mod exports;
 mod intake;
 pub mod summary;
 pub mod tasks;
+mod tokens;
 pub mod zadarma;
 
 use std::sync::Arc;

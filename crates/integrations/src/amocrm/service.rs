@@ -19,6 +19,7 @@ use super::settings::{AmocrmSettings, AmocrmSettingsUpdate, AuthMode};
 use crate::exports::{ExportPayload, ExportProgress, Exports};
 use crate::summary::{field_value, note_text};
 use crate::tasks::{backoff, TaskHandler};
+use crate::tokens::TokenSlot;
 use crate::Context;
 
 pub const EXPORT_TASK: &str = "amocrm.export";
@@ -62,15 +63,16 @@ impl ExportPayload for ExportState {
 pub struct Amocrm {
     context: Context,
     pacer: Arc<Pacer>,
-    refreshing: Arc<tokio::sync::Mutex<()>>,
+    tokens: TokenSlot,
 }
 
 impl Amocrm {
     pub fn new(context: Context) -> Self {
         Self {
+            // A token is refreshed two minutes before amoCRM would refuse it.
+            tokens: TokenSlot::new(context.store.clone(), setting_keys::AMOCRM_TOKENS, 120),
             context,
             pacer: Arc::new(Pacer::default()),
-            refreshing: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -101,21 +103,13 @@ impl Amocrm {
         self.save(&settings).await?;
         if before != (settings.base_url.clone(), settings.client_id.clone()) {
             // A pair issued to another account or integration is no use.
-            self.context
-                .store
-                .save_setting(setting_keys::AMOCRM_TOKENS, "null")
-                .await?;
+            self.tokens.clear().await?;
         }
         Ok(settings)
     }
 
     fn tokens(&self, settings: &AmocrmSettings, http: rop_fetch::GuardedClient) -> Tokens {
-        Tokens::new(
-            self.context.store.clone(),
-            http,
-            settings.clone(),
-            self.refreshing.clone(),
-        )
+        Tokens::new(self.tokens.clone(), http, settings.clone())
     }
 
     async fn client(&self, settings: &AmocrmSettings) -> Result<AmocrmClient, AmocrmActionError> {
@@ -136,12 +130,7 @@ impl Amocrm {
 
     /// Whether an OAuth pair is stored (the sign-in was done).
     pub async fn signed_in(&self) -> Result<bool, StoreError> {
-        Ok(self
-            .context
-            .store
-            .setting(setting_keys::AMOCRM_TOKENS)
-            .await?
-            .is_some_and(|json| json.trim() != "null"))
+        self.tokens.signed_in().await
     }
 
     /// The consent page an administrator is sent to; its `state` is kept

@@ -1,23 +1,19 @@
 //! Where Bitrix24 methods are called: an inbound webhook as is, or an
 //! application's OAuth token (integrations.md §3.1). The access token lives
-//! an hour; a refresh spends the refresh token, so the new pair is swapped
-//! into the store before it is used, as for amoCRM.
+//! an hour; its refresh token can be spent once (`TokenSlot` keeps that
+//! safe).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use rop_domain::integrations::setting_keys;
-use rop_domain::Store;
+use chrono::Utc;
 use rop_fetch::GuardedClient;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use url::Url;
 
 use super::client::{Bitrix24Error, Endpoint};
 use super::settings::Bitrix24Settings;
-
-const EXPIRY_MARGIN_SECS: i64 = 60;
+use crate::tokens::{TokenError, TokenPair, TokenSlot};
 
 pub struct Webhook(pub Url);
 
@@ -32,15 +28,6 @@ impl Endpoint for Webhook {
     }
 }
 
-#[derive(Clone, Serialize, Deserialize)]
-pub struct TokenPair {
-    pub access_token: String,
-    pub refresh_token: String,
-    pub expires_at: DateTime<Utc>,
-    /// `https://portal/rest/`: where the methods are called.
-    pub client_endpoint: String,
-}
-
 #[derive(Deserialize)]
 struct Grant {
     access_token: String,
@@ -51,43 +38,18 @@ struct Grant {
 }
 
 pub struct OauthTokens {
-    store: Arc<dyn Store>,
+    slot: TokenSlot,
     http: GuardedClient,
     settings: Bitrix24Settings,
-    refreshing: Arc<tokio::sync::Mutex<()>>,
-}
-
-fn not_signed_in() -> Bitrix24Error {
-    Bitrix24Error::Unauthorized(
-        "вход в Bitrix24 не выполнен: нажмите «Войти через Bitrix24» в настройках".into(),
-    )
 }
 
 impl OauthTokens {
-    pub fn new(
-        store: Arc<dyn Store>,
-        http: GuardedClient,
-        settings: Bitrix24Settings,
-        refreshing: Arc<tokio::sync::Mutex<()>>,
-    ) -> Self {
+    pub(crate) fn new(slot: TokenSlot, http: GuardedClient, settings: Bitrix24Settings) -> Self {
         Self {
-            store,
+            slot,
             http,
             settings,
-            refreshing,
         }
-    }
-
-    async fn stored(&self) -> Result<Option<(String, TokenPair)>, Bitrix24Error> {
-        let raw = self
-            .store
-            .setting(setting_keys::BITRIX24_TOKENS)
-            .await
-            .map_err(|e| Bitrix24Error::Unavailable(e.to_string()))?;
-        Ok(raw.and_then(|raw| {
-            let pair = serde_json::from_str(&raw).ok()?;
-            Some((raw, pair))
-        }))
     }
 
     async fn grant(&self, params: &[(&str, &str)]) -> Result<TokenPair, Bitrix24Error> {
@@ -122,7 +84,7 @@ impl OauthTokens {
                     refresh_token: grant.refresh_token,
                     expires_at: Utc::now()
                         + chrono::Duration::seconds(grant.expires_in.unwrap_or(3600)),
-                    client_endpoint: grant.client_endpoint,
+                    client_endpoint: Some(grant.client_endpoint),
                 });
             }
         }
@@ -141,72 +103,54 @@ impl OauthTokens {
         let pair = self
             .grant(&[("grant_type", "authorization_code"), ("code", code)])
             .await?;
-        if Url::parse(&pair.client_endpoint).is_err() {
+        if pair
+            .client_endpoint
+            .as_deref()
+            .is_none_or(|e| Url::parse(e).is_err())
+        {
             return Err(Bitrix24Error::Unavailable(
                 "Bitrix24 не назвал адрес REST портала".into(),
             ));
         }
-        let json = serde_json::to_string(&pair).map_err(|e| Bitrix24Error::Api(e.to_string()))?;
-        self.store
-            .save_setting(setting_keys::BITRIX24_TOKENS, &json)
+        self.slot
+            .save(&pair)
             .await
             .map_err(|e| Bitrix24Error::Unavailable(e.to_string()))
     }
 
-    async fn refresh(&self, stale: Option<&str>) -> Result<TokenPair, Bitrix24Error> {
-        let _one_at_a_time = self.refreshing.lock().await;
-        let Some((raw, pair)) = self.stored().await? else {
-            return Err(not_signed_in());
-        };
-        let expiring =
-            pair.expires_at <= Utc::now() + chrono::Duration::seconds(EXPIRY_MARGIN_SECS);
-        if !expiring && stale.is_none_or(|stale| stale != pair.access_token) {
-            return Ok(pair);
-        }
-        let fresh = match self
-            .grant(&[
+    async fn fresh(&self, stale: Option<&str>) -> Result<TokenPair, Bitrix24Error> {
+        let refresh = |refresh_token: String| async move {
+            self.grant(&[
                 ("grant_type", "refresh_token"),
-                ("refresh_token", &pair.refresh_token),
+                ("refresh_token", &refresh_token),
             ])
             .await
-        {
-            Ok(fresh) => fresh,
-            Err(error) => {
-                if let Some((_, now_stored)) = self.stored().await? {
-                    if now_stored.refresh_token != pair.refresh_token {
-                        return Ok(now_stored);
-                    }
-                }
-                tracing::warn!(error = %error, "Bitrix24 refused to refresh the token");
-                return Err(Bitrix24Error::Unauthorized(format!(
-                    "не удалось обновить токен ({error}); войдите в Bitrix24 заново"
-                )));
-            }
         };
-        let json = serde_json::to_string(&fresh).map_err(|e| Bitrix24Error::Api(e.to_string()))?;
-        let swapped = self
-            .store
-            .swap_setting(setting_keys::BITRIX24_TOKENS, Some(&raw), &json)
+        self.slot
+            .fresh(stale, refresh)
             .await
-            .map_err(|e| Bitrix24Error::Unavailable(e.to_string()))?;
-        if swapped {
-            tracing::info!("Bitrix24 token refreshed");
-            Ok(fresh)
-        } else {
-            self.stored()
-                .await?
-                .map(|(_, winner)| winner)
-                .ok_or_else(not_signed_in)
-        }
+            .map_err(|error| match error {
+                TokenError::NotSignedIn => Bitrix24Error::Unauthorized(
+                    "вход в Bitrix24 не выполнен: нажмите «Войти через Bitrix24» в настройках"
+                        .into(),
+                ),
+                TokenError::Refused(error) => Bitrix24Error::Unauthorized(format!(
+                    "не удалось обновить токен ({error}); войдите в Bitrix24 заново"
+                )),
+                TokenError::Store(error) => Bitrix24Error::Unavailable(error.to_string()),
+            })
     }
 }
 
 #[async_trait]
 impl Endpoint for OauthTokens {
     async fn base(&self) -> Result<(Url, Option<String>), Bitrix24Error> {
-        let pair = self.refresh(None).await?;
-        let mut base = Url::parse(&pair.client_endpoint)
-            .map_err(|e| Bitrix24Error::Unavailable(format!("адрес REST портала: {e}")))?;
+        let pair = self.fresh(None).await?;
+        let mut base = pair
+            .client_endpoint
+            .as_deref()
+            .and_then(|e| Url::parse(e).ok())
+            .ok_or_else(|| Bitrix24Error::Unavailable("нет адреса REST портала".into()))?;
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
         }
@@ -214,6 +158,6 @@ impl Endpoint for OauthTokens {
     }
 
     async fn refreshed(&self, stale: &str) -> Result<bool, Bitrix24Error> {
-        self.refresh(Some(stale)).await.map(|_| true)
+        self.fresh(Some(stale)).await.map(|_| true)
     }
 }

@@ -20,6 +20,7 @@ use super::settings::{B24AuthMode, Bitrix24Settings, Bitrix24SettingsUpdate};
 use crate::exports::{ExportPayload, ExportProgress, Exports};
 use crate::summary::note_text;
 use crate::tasks::{backoff, TaskHandler};
+use crate::tokens::TokenSlot;
 use crate::Context;
 
 pub const EXPORT_TASK: &str = "bitrix24.export";
@@ -87,15 +88,16 @@ struct CallTask {
 pub struct Bitrix24 {
     context: Context,
     pacer: Arc<Pacer>,
-    refreshing: Arc<tokio::sync::Mutex<()>>,
+    tokens: TokenSlot,
 }
 
 impl Bitrix24 {
     pub fn new(context: Context) -> Self {
         Self {
+            // A token is refreshed a minute before Bitrix24 would refuse it.
+            tokens: TokenSlot::new(context.store.clone(), setting_keys::BITRIX24_TOKENS, 60),
             context,
             pacer: Arc::new(Pacer::default()),
-            refreshing: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -125,21 +127,13 @@ impl Bitrix24 {
             .map_err(|(field, message)| Bitrix24ActionError::Invalid(field, message))?;
         self.save(&settings).await?;
         if before != (settings.portal_url.clone(), settings.client_id.clone()) {
-            self.context
-                .store
-                .save_setting(setting_keys::BITRIX24_TOKENS, "null")
-                .await?;
+            self.tokens.clear().await?;
         }
         Ok(settings)
     }
 
     fn oauth(&self, settings: &Bitrix24Settings, http: rop_fetch::GuardedClient) -> OauthTokens {
-        OauthTokens::new(
-            self.context.store.clone(),
-            http,
-            settings.clone(),
-            self.refreshing.clone(),
-        )
+        OauthTokens::new(self.tokens.clone(), http, settings.clone())
     }
 
     async fn client(
@@ -160,12 +154,7 @@ impl Bitrix24 {
     }
 
     pub async fn signed_in(&self) -> Result<bool, StoreError> {
-        Ok(self
-            .context
-            .store
-            .setting(setting_keys::BITRIX24_TOKENS)
-            .await?
-            .is_some_and(|json| json.trim() != "null"))
+        self.tokens.signed_in().await
     }
 
     /// The portal's consent page for the application.
